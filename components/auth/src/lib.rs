@@ -1,0 +1,1 @@
+//! KiloClaw auth component.

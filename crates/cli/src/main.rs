@@ -1,0 +1,2 @@
+//! The kiloclaw command: up, token, fly-sim, compose.
+fn main() {}

@@ -1,0 +1,1 @@
+//! A Spin-compatible host on wasmtime: manifest, composition, HTTP and cron triggers, key-value, variables, outbound HTTP.

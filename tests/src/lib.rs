@@ -1,0 +1,1 @@
+//! End-to-end tests: the real wasm components in the host against the Fly simulator.
