@@ -1,0 +1,177 @@
+//! WASI setup per component: environment, `files`, and guest stdout/stderr into the host log.
+//!
+//! Guest output is split into lines and logged with the component id (`tag = "guest"`), so it
+//! lands in the same JSON log as the host's own lines. `files` are mounted read-only as in
+//! Spin: glob patterns and single files are copied into a per-component staging directory under
+//! the state dir, mounted at `/`; `{ source = dir, destination }` mounts the directory itself.
+
+use crate::manifest::{Component, FileMount};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+/// What every instance of a component gets.
+#[derive(Debug, Clone, Default)]
+pub struct WasiSetup {
+    env: Vec<(String, String)>,
+    /// (host directory, guest path)
+    preopens: Vec<(PathBuf, String)>,
+}
+
+impl WasiSetup {
+    /// Prepares environment and files for a component; `staging_root` is wiped and refilled.
+    pub fn prepare(component: &Component, base_dir: &Path, staging_root: &Path) -> Result<Self, String> {
+        let env = component
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut preopens = Vec::new();
+        let staging = staging_root.join(&*component.id);
+        let mut staged_any = false;
+        if !component.files.is_empty() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        for mount in &component.files {
+            match mount {
+                FileMount::Placement { source, destination } if source.is_dir() => {
+                    preopens.push((source.clone(), destination.clone()));
+                }
+                FileMount::Placement { source, destination } => {
+                    let target = staging.join(destination.trim_start_matches('/'));
+                    copy_file(source, &target)?;
+                    staged_any = true;
+                }
+                FileMount::Pattern(pattern) => {
+                    let full = base_dir.join(pattern);
+                    let matches = glob::glob(&full.to_string_lossy())
+                        .map_err(|e| format!("files pattern `{pattern}`: {e}"))?;
+                    for entry in matches {
+                        let path = entry.map_err(|e| format!("files pattern `{pattern}`: {e}"))?;
+                        if path.is_file() {
+                            let relative = path.strip_prefix(base_dir).map_err(|_| {
+                                format!("files pattern `{pattern}` escapes the app directory")
+                            })?;
+                            copy_file(&path, &staging.join(relative))?;
+                            staged_any = true;
+                        }
+                    }
+                }
+            }
+        }
+        if staged_any {
+            preopens.push((staging, "/".to_string()));
+        }
+        Ok(Self { env, preopens })
+    }
+
+    /// A fresh WASI context for one instance.
+    pub fn build_ctx(&self, component_id: &Arc<str>) -> WasiCtx {
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .envs(&self.env)
+            .stdout(GuestLog::new(component_id.clone(), "stdout"))
+            .stderr(GuestLog::new(component_id.clone(), "stderr"));
+        for (host, guest) in &self.preopens {
+            if let Err(e) = builder.preopened_dir(host, guest, FsPerms::ReadOnly) {
+                tracing::error!(tag = "wasi", component = %component_id, error = %e, "cannot mount files");
+            }
+        }
+        builder.build()
+    }
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<(), String> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("cannot stage {}: {e}", from.display()))
+}
+
+/// Guest stdout/stderr as host log lines.
+#[derive(Clone)]
+struct GuestLog {
+    component: Arc<str>,
+    stream: &'static str,
+}
+
+impl GuestLog {
+    fn new(component: Arc<str>, stream: &'static str) -> Self {
+        Self { component, stream }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            log: self.clone(),
+            pending: Vec::new(),
+        })
+    }
+}
+
+struct LineWriter {
+    log: GuestLog,
+    pending: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        tracing::info!(
+            tag = "guest",
+            component = %self.log.component,
+            stream = self.log.stream,
+            "{}",
+            text.trim_end_matches('\r')
+        );
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.pending.extend_from_slice(buf);
+        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=pos).collect();
+            self.emit(&line[..line.len() - 1]);
+        }
+        // Bound memory for a guest that never writes a newline.
+        if self.pending.len() > 16 * 1024 {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+    }
+}
