@@ -1,0 +1,13 @@
+//! Host conformance tests: one module per behaviour, each driving a scenario folder under
+//! `tests/scenarios/` with real guest components (built once by the harness).
+
+mod harness;
+
+mod composition;
+mod concurrency;
+mod cron;
+mod key_value;
+mod limits;
+mod outbound;
+mod routing;
+mod variables;
