@@ -114,6 +114,48 @@ pub fn build_components(workspace_root: &Path) -> anyhow::Result<BTreeMap<String
     Ok(artifacts)
 }
 
+/// The `.wasm` files a previous build left, for `--no-build`: cargo's target directory (as
+/// `cargo metadata` reports it, so `CARGO_TARGET_DIR` and cargo configs count) joined with
+/// `wasm32-wasip2/release/<crate>.wasm`. Missing files are reported when the manifest is resolved.
+pub fn prebuilt_components(workspace_root: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    #[derive(Deserialize)]
+    struct Metadata {
+        target_directory: PathBuf,
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(&cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(workspace_root)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed ({})", output.status);
+    }
+    let metadata: Metadata =
+        serde_json::from_slice(&output.stdout).context("parsing cargo metadata")?;
+    Ok(artifacts_in(&metadata.target_directory))
+}
+
+/// Where cargo puts each component of a release wasm build under `target_dir`.
+pub fn artifacts_in(target_dir: &Path) -> BTreeMap<String, PathBuf> {
+    let release = target_dir.join(WASM_TARGET).join("release");
+    COMPONENT_PACKAGES
+        .iter()
+        .map(|package| {
+            let file = format!("{}.wasm", package.replace('-', "_"));
+            ((*package).to_owned(), release.join(file))
+        })
+        .collect()
+}
+
 /// The package name of an artifact. Cargo's package ids are either the old
 /// `name version (source)` form or the newer `source#name@version` spec; the target name
 /// (underscored) is a fallback.

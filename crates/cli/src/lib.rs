@@ -8,6 +8,7 @@
 pub mod args;
 pub mod build;
 pub mod commands;
+pub mod manifest;
 pub mod project;
 pub mod secrets;
 pub mod token;

@@ -1,0 +1,217 @@
+//! Points a `spin.toml` at the component files cargo actually built.
+//!
+//! `spin.toml` names its components by path under `target/wasm32-wasip2/release/`, which is
+//! where a plain `cargo build` puts them. With `CARGO_TARGET_DIR` (or a cargo config) the files
+//! land elsewhere, so `kiloclaw up` and the end-to-end tests write a copy of the manifest whose
+//! `source` and dependency `path` entries are absolute paths to the real artifacts. Every other
+//! relative path is made absolute against the original manifest's directory, so the copy can live
+//! anywhere (the state directory, a temporary directory).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use toml::{Table, Value};
+
+/// Returns the manifest to load: `manifest` itself when every component source already exists
+/// where it says, otherwise a rewritten copy at `out`.
+///
+/// `artifacts` maps cargo package names to built `.wasm` files; a manifest path is matched to an
+/// artifact by file name (`kiloclaw_router.wasm` is the `kiloclaw-router` package's file).
+pub fn resolve_manifest(
+    manifest: &Path,
+    artifacts: &BTreeMap<String, PathBuf>,
+    out: &Path,
+) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let mut doc: Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+    let base = manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let by_file_name: BTreeMap<String, &PathBuf> = artifacts
+        .values()
+        .filter_map(|p| Some((p.file_name()?.to_str()?.to_owned(), p)))
+        .collect();
+
+    let mut changed = false;
+    let mut rewrite = |value: &mut Value, what: &str| -> anyhow::Result<()> {
+        let Some(path) = value.as_str() else {
+            return Ok(());
+        };
+        let original = PathBuf::from(path);
+        let absolute = if original.is_absolute() {
+            original.clone()
+        } else {
+            base.join(&original)
+        };
+        let file_name = original
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let target = match by_file_name.get(file_name) {
+            Some(built) => (*built).clone(),
+            None => absolute,
+        };
+        if !target.exists() {
+            bail!(
+                "{what} {} does not exist (was the component built? run without --no-build)",
+                target.display()
+            );
+        }
+        if target != original {
+            changed |= base.join(&original) != target;
+            *value = Value::String(target.to_string_lossy().into_owned());
+        }
+        Ok(())
+    };
+
+    if let Some(Value::Table(components)) = doc.get_mut("component") {
+        for (id, component) in components.iter_mut() {
+            let Value::Table(component) = component else {
+                continue;
+            };
+            if let Some(source) = component.get_mut("source") {
+                rewrite(source, &format!("component `{id}` source"))?;
+            }
+            if let Some(Value::Table(dependencies)) = component.get_mut("dependencies") {
+                for (name, dependency) in dependencies.iter_mut() {
+                    if let Value::Table(dependency) = dependency
+                        && let Some(path) = dependency.get_mut("path")
+                    {
+                        rewrite(path, &format!("dependency `{name}` of `{id}`"))?;
+                    }
+                }
+            }
+            if let Some(Value::Array(files)) = component.get_mut("files") {
+                for file in files.iter_mut() {
+                    match file {
+                        Value::String(pattern) if !Path::new(pattern.as_str()).is_absolute() => {
+                            // Glob patterns are relative to the app directory; they are only
+                            // made absolute, never checked for existence.
+                            *pattern = base.join(pattern.as_str()).to_string_lossy().into_owned();
+                        }
+                        Value::Table(mapping) => {
+                            if let Some(Value::String(source)) = mapping.get_mut("source")
+                                && !Path::new(source.as_str()).is_absolute()
+                            {
+                                *source = base.join(source.as_str()).to_string_lossy().into_owned();
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    if !changed {
+        return Ok(manifest.to_path_buf());
+    }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let header = format!(
+        "# Generated by kiloclaw from {} with the component paths cargo built. Do not edit.\n",
+        manifest.display()
+    );
+    std::fs::write(out, header + &toml::to_string(&doc)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(out.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+spin_manifest_version = 2
+
+[application]
+name = "kiloclaw"
+
+[[trigger.http]]
+route = "/..."
+component = "router"
+
+[component.router]
+source = "target/wasm32-wasip2/release/kiloclaw_router.wasm"
+key_value_stores = ["default"]
+
+[component.router.dependencies]
+"kiloclaw:platform/auth" = { component = "auth" }
+"kiloclaw:platform/instances" = { path = "target/wasm32-wasip2/release/kiloclaw_instances.wasm" }
+
+[component.auth]
+source = "target/wasm32-wasip2/release/kiloclaw_auth.wasm"
+"#;
+
+    fn artifacts(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+        let mut map = BTreeMap::new();
+        for (package, file) in [
+            ("kiloclaw-router", "kiloclaw_router.wasm"),
+            ("kiloclaw-auth", "kiloclaw_auth.wasm"),
+            ("kiloclaw-instances", "kiloclaw_instances.wasm"),
+        ] {
+            let path = dir.join(file);
+            std::fs::write(&path, b"\0asm")?;
+            map.insert(package.to_owned(), path);
+        }
+        Ok(map)
+    }
+
+    #[test]
+    fn rewrites_sources_to_the_built_files() -> anyhow::Result<()> {
+        let app = tempfile::tempdir()?;
+        let built = tempfile::tempdir()?;
+        let manifest = app.path().join("spin.toml");
+        std::fs::write(&manifest, MANIFEST)?;
+        let out = app.path().join(".spin/spin.resolved.toml");
+        let resolved = resolve_manifest(&manifest, &artifacts(built.path())?, &out)?;
+        assert_eq!(resolved, out);
+        let doc: Table = toml::from_str(&std::fs::read_to_string(&out)?)?;
+        let router = &doc["component"]["router"];
+        assert_eq!(
+            router["source"].as_str(),
+            built.path().join("kiloclaw_router.wasm").to_str()
+        );
+        assert_eq!(
+            router["dependencies"]["kiloclaw:platform/instances"]["path"].as_str(),
+            built.path().join("kiloclaw_instances.wasm").to_str()
+        );
+        assert_eq!(
+            router["dependencies"]["kiloclaw:platform/auth"]["component"].as_str(),
+            Some("auth")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn keeps_the_manifest_when_files_are_where_it_says() -> anyhow::Result<()> {
+        let app = tempfile::tempdir()?;
+        let release = app.path().join("target/wasm32-wasip2/release");
+        std::fs::create_dir_all(&release)?;
+        let manifest = app.path().join("spin.toml");
+        std::fs::write(&manifest, MANIFEST)?;
+        let resolved =
+            resolve_manifest(&manifest, &artifacts(&release)?, &app.path().join("x.toml"))?;
+        assert_eq!(resolved, manifest);
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_component_is_a_clear_error() -> anyhow::Result<()> {
+        let app = tempfile::tempdir()?;
+        let manifest = app.path().join("spin.toml");
+        std::fs::write(&manifest, MANIFEST)?;
+        let err = resolve_manifest(&manifest, &BTreeMap::new(), &app.path().join("x.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("does not exist"), "{err}");
+        Ok(())
+    }
+}
