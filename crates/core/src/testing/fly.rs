@@ -1,0 +1,802 @@
+//! [`FakeFly`]: the Fly Machines API as an in-memory state machine.
+//!
+//! Behaviour modelled on the fact sheet (`fly-machines-api.md`): a created machine starts unless
+//! `skip_launch`; `update` of a stopped machine starts it and of a started one restarts it, each with a new
+//! `instance_id`; waiting for `stopped` without `instance_id` is refused (400), a wait whose state is not
+//! reached is 408; missing machines, volumes and apps are 404; a region marked full answers volume creation
+//! with 412 and machine launch with 412 (create) or 409 (update) capacity bodies; app names are global and a
+//! taken name is 422 `name_taken`; IPs already allocated are 422. Any call can be made to fail next with a
+//! chosen error, and every call is logged for assertions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use crate::fly::{
+    AllocateIpRequest, App, AppList, CreateAppRequest, CreateAppResponse, CreateMachineRequest,
+    CreateVolumeRequest, DeleteSecretResponse, ExecRequest, ExecResponse, FlyApi, FlyError,
+    IpAssignment, Machine, MachineListFilter, MachineState, SecretInfo, SetSecretResponse,
+    StartMachineResponse, TransportError, TransportErrorKind, UpdateMachineRequest, Volume,
+    VolumeSnapshot, WaitRequest, WaitResponse, WaitState,
+};
+
+/// A Fly API call, for error injection and the call log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // reason: one variant per FlyApi method, named after it
+pub enum FlyCall {
+    CreateMachine,
+    GetMachine,
+    ListMachines,
+    UpdateMachine,
+    StartMachine,
+    StopMachine,
+    DestroyMachine,
+    WaitMachine,
+    ExecMachine,
+    ListVolumes,
+    CreateVolume,
+    GetVolume,
+    DeleteVolume,
+    ListVolumeSnapshots,
+    CreateApp,
+    GetApp,
+    ListApps,
+    DeleteApp,
+    AllocateIp,
+    ListIps,
+    SetSecret,
+    DeleteSecret,
+    ListSecrets,
+}
+
+#[derive(Debug, Default)]
+struct FakeApp {
+    org: String,
+    machines: BTreeMap<String, Machine>,
+    volumes: BTreeMap<String, Volume>,
+    secrets: BTreeMap<String, String>,
+    secrets_version: u64,
+    ips: Vec<IpAssignment>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    apps: BTreeMap<String, FakeApp>,
+    full_regions: BTreeSet<String>,
+    injected: HashMap<FlyCall, VecDeque<FlyError>>,
+    log: Vec<(FlyCall, String)>,
+    next_id: u64,
+    exec_response: Option<ExecResponse>,
+    /// Machines that stay in their current state on the next start/update (a stuck boot).
+    stuck_machines: BTreeSet<String>,
+}
+
+/// The fake Fly API. `Sync`, so tests may share it between threads.
+#[derive(Debug, Default)]
+pub struct FakeFly {
+    state: Mutex<State>,
+}
+
+fn status_error(context: &str, status: u16, body: serde_json::Value) -> FlyError {
+    FlyError::status(context, status, body.to_string())
+}
+
+fn not_found(context: &str, what: &str) -> FlyError {
+    status_error(context, 404, json!({"error": format!("{what} not found")}))
+}
+
+impl FakeFly {
+    /// An empty Fly with no apps.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next call of `call` fails with `error` (queued; several may be queued).
+    pub fn fail_next(&self, call: FlyCall, error: FlyError) {
+        self.lock()
+            .injected
+            .entry(call)
+            .or_default()
+            .push_back(error);
+    }
+
+    /// The next call of `call` fails with HTTP `status` and a JSON `{error: message}` body.
+    pub fn fail_next_status(&self, call: FlyCall, status: u16, message: &str) {
+        self.fail_next(
+            call,
+            status_error("injected", status, json!({"error": message})),
+        );
+    }
+
+    /// The next call of `call` gets no response (a timeout).
+    pub fn fail_next_timeout(&self, call: FlyCall) {
+        self.fail_next(
+            call,
+            FlyError::transport(
+                "injected",
+                TransportError::new(TransportErrorKind::Timeout, "timed out"),
+            ),
+        );
+    }
+
+    /// Marks a region as out of capacity (or back in service).
+    pub fn set_region_full(&self, region: &str, full: bool) {
+        let mut state = self.lock();
+        if full {
+            state.full_regions.insert(region.to_owned());
+        } else {
+            state.full_regions.remove(region);
+        }
+    }
+
+    /// Adds an app directly (as if created earlier, e.g. the legacy shared app).
+    pub fn add_app(&self, app: &str, org: &str) {
+        self.lock().apps.entry(app.to_owned()).or_default().org = org.to_owned();
+    }
+
+    /// Forces a machine into `state` (a crash, an external stop).
+    pub fn set_machine_state(&self, app: &str, machine_id: &str, state: MachineState) {
+        if let Some(machine) = self
+            .lock()
+            .apps
+            .get_mut(app)
+            .and_then(|a| a.machines.get_mut(machine_id))
+        {
+            machine.state = state;
+        }
+    }
+
+    /// Machines whose next start/update leaves them where they are (so a wait for `started` times out).
+    pub fn set_machine_stuck(&self, machine_id: &str, stuck: bool) {
+        let mut state = self.lock();
+        if stuck {
+            state.stuck_machines.insert(machine_id.to_owned());
+        } else {
+            state.stuck_machines.remove(machine_id);
+        }
+    }
+
+    /// Removes a machine behind the control plane's back.
+    pub fn remove_machine(&self, app: &str, machine_id: &str) {
+        if let Some(a) = self.lock().apps.get_mut(app) {
+            a.machines.remove(machine_id);
+        }
+    }
+
+    /// Removes a volume behind the control plane's back.
+    pub fn remove_volume(&self, app: &str, volume_id: &str) {
+        if let Some(a) = self.lock().apps.get_mut(app) {
+            a.volumes.remove(volume_id);
+        }
+    }
+
+    /// Sets what `exec_machine` returns.
+    pub fn set_exec_response(&self, response: ExecResponse) {
+        self.lock().exec_response = Some(response);
+    }
+
+    /// A machine, if it exists.
+    pub fn machine(&self, app: &str, machine_id: &str) -> Option<Machine> {
+        self.lock()
+            .apps
+            .get(app)
+            .and_then(|a| a.machines.get(machine_id).cloned())
+    }
+
+    /// All machines of an app.
+    pub fn machines(&self, app: &str) -> Vec<Machine> {
+        self.lock()
+            .apps
+            .get(app)
+            .map(|a| a.machines.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// All volumes of an app.
+    pub fn volumes(&self, app: &str) -> Vec<Volume> {
+        self.lock()
+            .apps
+            .get(app)
+            .map(|a| a.volumes.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Names of existing apps.
+    pub fn app_names(&self) -> Vec<String> {
+        self.lock().apps.keys().cloned().collect()
+    }
+
+    /// IP assignments of an app.
+    pub fn ips(&self, app: &str) -> Vec<IpAssignment> {
+        self.lock()
+            .apps
+            .get(app)
+            .map(|a| a.ips.clone())
+            .unwrap_or_default()
+    }
+
+    /// Value of an app secret.
+    pub fn secret(&self, app: &str, name: &str) -> Option<String> {
+        self.lock()
+            .apps
+            .get(app)
+            .and_then(|a| a.secrets.get(name).cloned())
+    }
+
+    /// The calls made so far, with a short argument summary each.
+    pub fn calls(&self) -> Vec<(FlyCall, String)> {
+        self.lock().log.clone()
+    }
+
+    /// How many times `call` was made.
+    pub fn count(&self, call: FlyCall) -> usize {
+        self.lock().log.iter().filter(|(c, _)| *c == call).count()
+    }
+
+    /// Forgets the call log.
+    pub fn clear_calls(&self) {
+        self.lock().log.clear();
+    }
+
+    fn begin(
+        &self,
+        call: FlyCall,
+        summary: String,
+    ) -> Result<std::sync::MutexGuard<'_, State>, FlyError> {
+        let mut state = self.lock();
+        state.log.push((call, summary));
+        if let Some(error) = state.injected.get_mut(&call).and_then(VecDeque::pop_front) {
+            return Err(error);
+        }
+        Ok(state)
+    }
+}
+
+impl State {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}{:014x}", self.next_id)
+    }
+
+    fn app(&mut self, app: &str, context: &str) -> Result<&mut FakeApp, FlyError> {
+        self.apps
+            .get_mut(app)
+            .ok_or_else(|| not_found(context, "app"))
+    }
+
+    fn launch(&mut self, app: &str, machine_id: &str) {
+        let stuck = self.stuck_machines.contains(machine_id);
+        let instance = self.id("01INST");
+        if let Some(machine) = self
+            .apps
+            .get_mut(app)
+            .and_then(|a| a.machines.get_mut(machine_id))
+        {
+            machine.instance_id = instance;
+            if !stuck {
+                machine.state = MachineState::Started;
+            }
+        }
+    }
+}
+
+fn new_machine(
+    id: &str,
+    name: &str,
+    region: &str,
+    instance: &str,
+    config: &crate::fly::MachineConfig,
+) -> Machine {
+    let value = json!({
+        "id": id, "name": name, "state": "created", "region": region, "instance_id": instance,
+        "config": config, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+    });
+    serde_json::from_value(value).unwrap_or_else(|e| panic!("fake machine must deserialize: {e}"))
+}
+
+fn new_volume(id: &str, request: &CreateVolumeRequest) -> Volume {
+    let value = json!({
+        "id": id, "name": request.name, "state": "created", "size_gb": request.size_gb,
+        "region": request.region, "created_at": "2026-01-01T00:00:00Z",
+    });
+    serde_json::from_value(value).unwrap_or_else(|e| panic!("fake volume must deserialize: {e}"))
+}
+
+impl FlyApi for FakeFly {
+    fn create_machine(
+        &self,
+        app: &str,
+        request: &CreateMachineRequest,
+    ) -> Result<Machine, FlyError> {
+        let mut state = self.begin(
+            FlyCall::CreateMachine,
+            format!("{app} name={:?}", request.name),
+        )?;
+        let context = "create machine";
+        let mount_volume = request.config.mounts.first().map(|m| m.volume.clone());
+        let region = {
+            let fake = state.app(app, context)?;
+            match &mount_volume {
+                Some(volume_id) => {
+                    let volume = fake.volumes.get(volume_id).ok_or_else(|| {
+                        status_error(
+                            context,
+                            400,
+                            json!({"error": format!("volume {volume_id} not found")}),
+                        )
+                    })?;
+                    if let Some(region) = &request.region
+                        && region != &volume.region
+                    {
+                        return Err(status_error(
+                            context,
+                            400,
+                            json!({"error": "volume is in another region"}),
+                        ));
+                    }
+                    volume.region.clone()
+                }
+                None => request.region.clone().unwrap_or_else(|| "dfw".into()),
+            }
+        };
+        if state.full_regions.contains(&region) {
+            let volume = mount_volume.unwrap_or_default();
+            return Err(status_error(
+                context,
+                412,
+                json!({"error": format!("insufficient resources to create new machine with existing volume '{volume}'")}),
+            ));
+        }
+        let id = state.id("m");
+        let instance = state.id("01INST");
+        let name = request.name.clone().unwrap_or_else(|| id.clone());
+        let machine = new_machine(&id, &name, &region, &instance, &request.config);
+        let fake = state.app(app, context)?;
+        if let Some(volume_id) = &mount_volume
+            && let Some(volume) = fake.volumes.get_mut(volume_id)
+        {
+            volume.attached_machine_id = Some(id.clone());
+        }
+        fake.machines.insert(id.clone(), machine);
+        if request.skip_launch != Some(true) {
+            state.launch(app, &id);
+        }
+        let fake = state.app(app, context)?;
+        fake.machines
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| not_found(context, "machine"))
+    }
+
+    fn get_machine(&self, app: &str, machine_id: &str) -> Result<Machine, FlyError> {
+        let mut state = self.begin(FlyCall::GetMachine, format!("{app}/{machine_id}"))?;
+        let fake = state.app(app, "get machine")?;
+        fake.machines
+            .get(machine_id)
+            .cloned()
+            .ok_or_else(|| not_found("get machine", "machine"))
+    }
+
+    fn list_machines(
+        &self,
+        app: &str,
+        filter: &MachineListFilter,
+    ) -> Result<Vec<Machine>, FlyError> {
+        let mut state = self.begin(
+            FlyCall::ListMachines,
+            format!("{app} {:?}", filter.metadata),
+        )?;
+        let fake = state.app(app, "list machines")?;
+        Ok(fake
+            .machines
+            .values()
+            .filter(|m| filter.include_deleted || !m.state.is_gone())
+            .filter(|m| {
+                filter
+                    .metadata
+                    .iter()
+                    .all(|(k, v)| m.metadata_value(k) == Some(v.as_str()))
+            })
+            .cloned()
+            .collect())
+    }
+
+    fn update_machine(
+        &self,
+        app: &str,
+        machine_id: &str,
+        request: &UpdateMachineRequest,
+    ) -> Result<Machine, FlyError> {
+        let mut state = self.begin(FlyCall::UpdateMachine, format!("{app}/{machine_id}"))?;
+        let context = "update machine";
+        let region = {
+            let fake = state.app(app, context)?;
+            let machine = fake
+                .machines
+                .get(machine_id)
+                .ok_or_else(|| not_found(context, "machine"))?;
+            machine.region.clone()
+        };
+        if state.full_regions.contains(&region) {
+            return Err(status_error(
+                context,
+                409,
+                json!({"error": "aborted: could not reserve resource for machine: insufficient memory available to fulfill request"}),
+            ));
+        }
+        let fake = state.app(app, context)?;
+        let machine = fake
+            .machines
+            .get_mut(machine_id)
+            .ok_or_else(|| not_found(context, "machine"))?;
+        machine.config = Some(request.config.clone());
+        if request.skip_launch != Some(true) {
+            state.launch(app, machine_id);
+        }
+        let fake = state.app(app, context)?;
+        fake.machines
+            .get(machine_id)
+            .cloned()
+            .ok_or_else(|| not_found(context, "machine"))
+    }
+
+    fn start_machine(&self, app: &str, machine_id: &str) -> Result<StartMachineResponse, FlyError> {
+        let mut state = self.begin(FlyCall::StartMachine, format!("{app}/{machine_id}"))?;
+        let context = "start machine";
+        let (previous, region) = {
+            let fake = state.app(app, context)?;
+            let machine = fake
+                .machines
+                .get(machine_id)
+                .ok_or_else(|| not_found(context, "machine"))?;
+            (machine.state.clone(), machine.region.clone())
+        };
+        if state.full_regions.contains(&region) {
+            return Err(status_error(
+                context,
+                409,
+                json!({"error": "aborted: could not reserve resource for machine: insufficient memory available to fulfill request"}),
+            ));
+        }
+        state.launch(app, machine_id);
+        Ok(StartMachineResponse {
+            previous_state: Some(previous),
+            ..StartMachineResponse::default()
+        })
+    }
+
+    fn stop_machine(&self, app: &str, machine_id: &str) -> Result<(), FlyError> {
+        let mut state = self.begin(FlyCall::StopMachine, format!("{app}/{machine_id}"))?;
+        let fake = state.app(app, "stop machine")?;
+        let machine = fake
+            .machines
+            .get_mut(machine_id)
+            .ok_or_else(|| not_found("stop machine", "machine"))?;
+        if machine.state == MachineState::Started || machine.state == MachineState::Starting {
+            machine.state = MachineState::Stopped;
+        }
+        Ok(())
+    }
+
+    fn destroy_machine(&self, app: &str, machine_id: &str, force: bool) -> Result<(), FlyError> {
+        let mut state = self.begin(
+            FlyCall::DestroyMachine,
+            format!("{app}/{machine_id} force={force}"),
+        )?;
+        let fake = state.app(app, "destroy machine")?;
+        let machine = fake
+            .machines
+            .get(machine_id)
+            .ok_or_else(|| not_found("destroy machine", "machine"))?;
+        if machine.state == MachineState::Started && !force {
+            return Err(status_error(
+                "destroy machine",
+                412,
+                json!({"error": "machine is started; use force"}),
+            ));
+        }
+        fake.machines.remove(machine_id);
+        for volume in fake.volumes.values_mut() {
+            if volume.attached_machine_id.as_deref() == Some(machine_id) {
+                volume.attached_machine_id = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_machine(
+        &self,
+        app: &str,
+        machine_id: &str,
+        request: &WaitRequest,
+    ) -> Result<WaitResponse, FlyError> {
+        let mut state = self.begin(
+            FlyCall::WaitMachine,
+            format!(
+                "{app}/{machine_id} state={} timeout={} instance_id={:?}",
+                request.state, request.timeout_s, request.instance_id
+            ),
+        )?;
+        let context = "wait machine";
+        if request.timeout_s > 60 {
+            return Err(status_error(
+                context,
+                400,
+                json!({"error": "timeout must be at most 60s"}),
+            ));
+        }
+        if request.state == WaitState::Stopped && request.instance_id.is_none() {
+            return Err(status_error(
+                context,
+                400,
+                json!({"error": "instance_id is required when waiting for stopped"}),
+            ));
+        }
+        let fake = state.app(app, context)?;
+        let machine = fake
+            .machines
+            .get(machine_id)
+            .ok_or_else(|| not_found(context, "machine"))?;
+        if let Some(instance) = &request.instance_id
+            && instance != &machine.instance_id
+        {
+            return Err(status_error(
+                context,
+                400,
+                json!({"error": "instance_id does not match"}),
+            ));
+        }
+        if machine.state.as_str() == request.state.as_str() {
+            Ok(WaitResponse {
+                ok: true,
+                state: Some(machine.state.clone()),
+                ..WaitResponse::default()
+            })
+        } else {
+            Err(status_error(
+                context,
+                408,
+                json!({"error": "deadline_exceeded: timeout waiting for machine"}),
+            ))
+        }
+    }
+
+    fn exec_machine(
+        &self,
+        app: &str,
+        machine_id: &str,
+        request: &ExecRequest,
+    ) -> Result<ExecResponse, FlyError> {
+        let mut state = self.begin(
+            FlyCall::ExecMachine,
+            format!("{app}/{machine_id} {:?}", request.command),
+        )?;
+        let response = state.exec_response.clone().unwrap_or_default();
+        let fake = state.app(app, "exec")?;
+        fake.machines
+            .get(machine_id)
+            .ok_or_else(|| not_found("exec", "machine"))?;
+        Ok(response)
+    }
+
+    fn list_volumes(&self, app: &str) -> Result<Vec<Volume>, FlyError> {
+        let mut state = self.begin(FlyCall::ListVolumes, app.to_owned())?;
+        Ok(state
+            .app(app, "list volumes")?
+            .volumes
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    fn create_volume(&self, app: &str, request: &CreateVolumeRequest) -> Result<Volume, FlyError> {
+        let mut state = self.begin(
+            FlyCall::CreateVolume,
+            format!(
+                "{app} region={} source={:?}",
+                request.region, request.source_volume_id
+            ),
+        )?;
+        let context = "create volume";
+        state.app(app, context)?;
+        if request.region.contains(',') || request.region.is_empty() {
+            return Err(status_error(
+                context,
+                400,
+                json!({"error": "invalid region"}),
+            ));
+        }
+        if state.full_regions.contains(&request.region) {
+            return Err(status_error(
+                context,
+                412,
+                json!({"error": "insufficient resources available in region", "status": "insufficient_capacity"}),
+            ));
+        }
+        if let Some(source) = &request.source_volume_id
+            && !state.app(app, context)?.volumes.contains_key(source)
+        {
+            return Err(not_found(context, "source volume"));
+        }
+        let id = state.id("vol_");
+        let volume = new_volume(&id, request);
+        state.app(app, context)?.volumes.insert(id, volume.clone());
+        Ok(volume)
+    }
+
+    fn get_volume(&self, app: &str, volume_id: &str) -> Result<Volume, FlyError> {
+        let mut state = self.begin(FlyCall::GetVolume, format!("{app}/{volume_id}"))?;
+        let fake = state.app(app, "get volume")?;
+        fake.volumes
+            .get(volume_id)
+            .cloned()
+            .ok_or_else(|| not_found("get volume", "volume"))
+    }
+
+    fn delete_volume(&self, app: &str, volume_id: &str) -> Result<(), FlyError> {
+        let mut state = self.begin(FlyCall::DeleteVolume, format!("{app}/{volume_id}"))?;
+        let fake = state.app(app, "delete volume")?;
+        let volume = fake
+            .volumes
+            .get(volume_id)
+            .ok_or_else(|| not_found("delete volume", "volume"))?;
+        if let Some(machine) = &volume.attached_machine_id
+            && fake.machines.contains_key(machine)
+        {
+            return Err(status_error(
+                "delete volume",
+                412,
+                json!({"error": "volume is attached to a machine"}),
+            ));
+        }
+        fake.volumes.remove(volume_id);
+        Ok(())
+    }
+
+    fn list_volume_snapshots(
+        &self,
+        app: &str,
+        volume_id: &str,
+    ) -> Result<Vec<VolumeSnapshot>, FlyError> {
+        let mut state = self.begin(FlyCall::ListVolumeSnapshots, format!("{app}/{volume_id}"))?;
+        let fake = state.app(app, "list snapshots")?;
+        fake.volumes
+            .get(volume_id)
+            .ok_or_else(|| not_found("list snapshots", "volume"))?;
+        Ok(Vec::new())
+    }
+
+    fn create_app(&self, request: &CreateAppRequest) -> Result<CreateAppResponse, FlyError> {
+        let name = request.effective_name().to_owned();
+        let mut state = self.begin(FlyCall::CreateApp, name.clone())?;
+        if state.apps.contains_key(&name) {
+            return Err(status_error(
+                "create app",
+                422,
+                json!({"error": "Validation failed: Name has already been taken", "status": "name_taken"}),
+            ));
+        }
+        state.apps.insert(
+            name.clone(),
+            FakeApp {
+                org: request.org_slug.clone(),
+                ..FakeApp::default()
+            },
+        );
+        Ok(CreateAppResponse {
+            id: name,
+            created_at: 1,
+        })
+    }
+
+    fn get_app(&self, app: &str) -> Result<Option<App>, FlyError> {
+        let state = self.begin(FlyCall::GetApp, app.to_owned())?;
+        Ok(state.apps.get(app).map(|a| {
+            serde_json::from_value(json!({"id": app, "name": app, "status": "deployed",
+                "organization": {"name": a.org, "slug": a.org}}))
+            .unwrap_or_else(|e| panic!("fake app must deserialize: {e}"))
+        }))
+    }
+
+    fn list_apps(&self, org_slug: &str) -> Result<AppList, FlyError> {
+        let state = self.begin(FlyCall::ListApps, org_slug.to_owned())?;
+        let names: Vec<String> = state
+            .apps
+            .iter()
+            .filter(|(_, a)| a.org == org_slug)
+            .map(|(n, _)| n.clone())
+            .collect();
+        serde_json::from_value(json!({"total_apps": names.len(), "apps": names.iter().map(|n| json!({"id": n, "name": n})).collect::<Vec<_>>()}))
+            .map_err(|e| FlyError::invalid_response("list apps", 200, e.to_string(), b""))
+    }
+
+    fn delete_app(&self, app: &str) -> Result<(), FlyError> {
+        let mut state = self.begin(FlyCall::DeleteApp, app.to_owned())?;
+        state
+            .apps
+            .remove(app)
+            .map(|_| ())
+            .ok_or_else(|| not_found("delete app", "app"))
+    }
+
+    fn allocate_ip(
+        &self,
+        app: &str,
+        request: &AllocateIpRequest,
+    ) -> Result<IpAssignment, FlyError> {
+        let mut state = self.begin(FlyCall::AllocateIp, format!("{app} {}", request.kind))?;
+        let fake = state.app(app, "allocate ip")?;
+        let shared = request.kind.as_str() == "shared_v4";
+        let ip = if shared {
+            "203.0.113.1".to_owned()
+        } else {
+            format!("2001:db8::{}", fake.ips.len() + 1)
+        };
+        if fake.ips.iter().any(|existing| existing.shared == shared) {
+            return Err(status_error(
+                "allocate ip",
+                422,
+                json!({"error": "ip already allocated"}),
+            ));
+        }
+        let assignment: IpAssignment = serde_json::from_value(json!({"ip": ip, "region": "global",
+            "service_name": "", "shared": shared, "created_at": "2026-01-01T00:00:00Z"}))
+        .map_err(|e| FlyError::invalid_response("allocate ip", 200, e.to_string(), b""))?;
+        fake.ips.push(assignment.clone());
+        Ok(assignment)
+    }
+
+    fn list_ips(&self, app: &str) -> Result<Vec<IpAssignment>, FlyError> {
+        let mut state = self.begin(FlyCall::ListIps, app.to_owned())?;
+        Ok(state.app(app, "list ips")?.ips.clone())
+    }
+
+    fn set_secret(
+        &self,
+        app: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<SetSecretResponse, FlyError> {
+        let mut state = self.begin(FlyCall::SetSecret, format!("{app} {name}"))?;
+        let fake = state.app(app, "set secret")?;
+        fake.secrets.insert(name.to_owned(), value.to_owned());
+        fake.secrets_version += 1;
+        Ok(SetSecretResponse {
+            name: name.to_owned(),
+            version: fake.secrets_version,
+            ..SetSecretResponse::default()
+        })
+    }
+
+    fn delete_secret(&self, app: &str, name: &str) -> Result<DeleteSecretResponse, FlyError> {
+        let mut state = self.begin(FlyCall::DeleteSecret, format!("{app} {name}"))?;
+        let fake = state.app(app, "delete secret")?;
+        fake.secrets
+            .remove(name)
+            .ok_or_else(|| not_found("delete secret", "secret"))?;
+        fake.secrets_version += 1;
+        Ok(DeleteSecretResponse {
+            version: fake.secrets_version,
+        })
+    }
+
+    fn list_secrets(&self, app: &str) -> Result<Vec<SecretInfo>, FlyError> {
+        let mut state = self.begin(FlyCall::ListSecrets, app.to_owned())?;
+        let fake = state.app(app, "list secrets")?;
+        Ok(fake
+            .secrets
+            .keys()
+            .map(|name| SecretInfo {
+                name: name.clone(),
+                ..SecretInfo::default()
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,16 @@
+//! In-memory fakes of the boundary traits that behave like the real backends, for this crate's tests and
+//! (with the `testing` feature) for other crates' tests.
+//!
+//! - [`MemoryKv`]: a key-value bucket with real CAS semantics (including insert-if-absent), counters, and
+//!   injectable conflicts, concurrent writers and failures.
+//! - [`FakeFly`]: the Fly Machines API as a state machine (apps, machines, volumes, secrets, IPs), with
+//!   region capacity, 404s for missing resources and injectable per-call errors.
+//! - [`FakeClock`] / [`SeqRandom`]: time that advances only when someone sleeps; predictable randomness.
+
+mod clock;
+mod fly;
+mod kv;
+
+pub use clock::{FakeClock, SeqRandom};
+pub use fly::{FakeFly, FlyCall};
+pub use kv::{KvOp, MemoryKv};
