@@ -1,0 +1,176 @@
+//! Platform routes (`/api/platform/*`, backend to backend, already key-checked): the original's
+//! paths, bodies and status codes (original-behaviour.md §1.3), plus `POST /api/platform/reconcile`.
+
+use kiloclaw_core::edge::body::{json_object, required_query_param, user_id_field};
+use kiloclaw_core::edge::errors::EdgeError;
+use kiloclaw_core::edge::routes::PlatformRoute;
+use serde_json::json;
+
+use crate::http::{Reply, Request};
+use crate::imports::{self, auth, instances};
+
+/// Default and ceiling of the reconcile budget a caller may ask for: under typical gateway
+/// request timeouts, so the caller gets the summary instead of a timeout.
+const DEFAULT_RECONCILE_BUDGET_MS: u32 = 20_000;
+const MAX_RECONCILE_BUDGET_MS: u32 = 55_000;
+
+const USER_ID_REQUIRED: &str = "userId query parameter is required";
+
+/// Serves a platform route.
+pub fn serve(route: PlatformRoute, request: &Request) -> Reply {
+    match respond(route, request) {
+        Ok(reply) => reply,
+        Err(error) => Reply::error(&error),
+    }
+}
+
+/// The body as a JSON object plus its `userId`.
+fn body_with_user(request: &Request) -> Result<(String, String), EdgeError> {
+    let object = json_object(&request.body)?;
+    let user_id = user_id_field(&object)?;
+    Ok((user_id, serde_json::Value::Object(object).to_string()))
+}
+
+fn query_user(request: &Request) -> Result<String, EdgeError> {
+    required_query_param(request.query.as_deref(), "userId", USER_ID_REQUIRED)
+}
+
+fn ok() -> Reply {
+    Reply::json(200, &json!({"ok": true}))
+}
+
+fn respond(route: PlatformRoute, request: &Request) -> Result<Reply, EdgeError> {
+    match route {
+        PlatformRoute::Provision => {
+            let (user_id, config) = body_with_user(request)?;
+            let sandbox_id = instances::provision(&user_id, &config)?;
+            Ok(Reply::json(201, &json!({"sandboxId": sandbox_id})))
+        }
+        PlatformRoute::KilocodeConfig => {
+            let (user_id, patch) = body_with_user(request)?;
+            let config = instances::patch_kilocode_config(&user_id, &patch)?;
+            let models = config.models.map(|models| {
+                models
+                    .into_iter()
+                    .map(|m| json!({"id": m.id, "name": m.name}))
+                    .collect::<Vec<_>>()
+            });
+            Ok(Reply::json(
+                200,
+                &json!({
+                    "kilocodeApiKey": config.api_key,
+                    "kilocodeApiKeyExpiresAt": config.api_key_expires_at,
+                    "kilocodeDefaultModel": config.default_model,
+                    "kilocodeModels": models,
+                }),
+            ))
+        }
+        PlatformRoute::Channels => {
+            let (user_id, patch) = body_with_user(request)?;
+            let channels = instances::patch_channels(&user_id, &patch)?;
+            Ok(Reply::json(
+                200,
+                &json!({
+                    "telegram": channels.telegram,
+                    "discord": channels.discord,
+                    "slackBot": channels.slack_bot,
+                    "slackApp": channels.slack_app,
+                }),
+            ))
+        }
+        PlatformRoute::Start => {
+            let (user_id, _) = body_with_user(request)?;
+            instances::start(&user_id)?;
+            Ok(ok())
+        }
+        PlatformRoute::Stop => {
+            let (user_id, _) = body_with_user(request)?;
+            instances::stop(&user_id)?;
+            Ok(ok())
+        }
+        PlatformRoute::Destroy => {
+            let (user_id, _) = body_with_user(request)?;
+            // An incomplete destroy is finished by the reconciler; the API still answers 200.
+            instances::destroy(&user_id)?;
+            Ok(ok())
+        }
+        PlatformRoute::Status => {
+            let user_id = query_user(request)?;
+            let status = instances::status(&user_id)?;
+            Ok(Reply::json(200, &imports::status_json(&status)))
+        }
+        PlatformRoute::GatewayToken => {
+            let user_id = query_user(request)?;
+            let status = instances::status(&user_id)?;
+            let sandbox_id = status.sandbox_id.ok_or(EdgeError::NotProvisioned)?;
+            let token = auth::gateway_token(&sandbox_id)?;
+            Ok(Reply::json(200, &json!({"gatewayToken": token})))
+        }
+        PlatformRoute::VolumeSnapshots => {
+            let user_id = query_user(request)?;
+            let snapshots: Vec<_> = instances::volume_snapshots(&user_id)?
+                .into_iter()
+                .map(|s| {
+                    json!({
+                        "id": s.id,
+                        "created_at": s.created_at,
+                        "digest": s.digest,
+                        "retention_days": s.retention_days,
+                        "size": s.size,
+                        "status": s.status,
+                        "volume_size": s.volume_size,
+                    })
+                })
+                .collect();
+            Ok(Reply::json(200, &json!({"snapshots": snapshots})))
+        }
+        PlatformRoute::Reconcile => reconcile(request),
+    }
+}
+
+/// `POST /api/platform/reconcile`: `{"userId": …}` reconciles that instance now; otherwise
+/// (`{}`, `{"budgetMs": n}` or an empty body) runs the due reconciles within the budget.
+fn reconcile(request: &Request) -> Result<Reply, EdgeError> {
+    let object = if request.body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        json_object(&request.body)?
+    };
+    if object.contains_key("userId") {
+        let user_id = user_id_field(&object)?;
+        let outcome = instances::reconcile(&user_id)?;
+        return Ok(Reply::json(
+            200,
+            &json!({"actions": outcome.actions, "nextDueAt": outcome.next_due_at}),
+        ));
+    }
+    let budget_ms = match object.get("budgetMs") {
+        None | Some(serde_json::Value::Null) => DEFAULT_RECONCILE_BUDGET_MS,
+        Some(value) => value
+            .as_u64()
+            .filter(|&ms| ms > 0)
+            .map(|ms| {
+                u32::try_from(ms)
+                    .unwrap_or(u32::MAX)
+                    .min(MAX_RECONCILE_BUDGET_MS)
+            })
+            .ok_or_else(|| {
+                EdgeError::InvalidRequest(vec![kiloclaw_core::edge::errors::FieldError {
+                    field: "budgetMs".to_owned(),
+                    message: "Expected a positive integer (milliseconds)".to_owned(),
+                }])
+            })?,
+    };
+    let summary = instances::reconcile_due(budget_ms)?;
+    Ok(Reply::json(
+        200,
+        &json!({
+            "examined": summary.examined,
+            "reconciled": summary.reconciled,
+            "failed": summary.failed,
+            "skippedBusy": summary.skipped_busy,
+            "budgetExhausted": summary.budget_exhausted,
+            "elapsedMs": summary.elapsed_ms,
+        }),
+    ))
+}

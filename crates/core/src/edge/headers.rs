@@ -1,0 +1,178 @@
+//! Which headers cross the proxy, in each direction (original-behaviour.md §3 step 6, with §10 #20
+//! fixed).
+//!
+//! Towards the machine, removed: hop-by-hop headers (RFC 9110 §7.6.1 plus the ones `Connection`
+//! names), `host` (the outbound request carries its own authority), everything a client could use
+//! to steer Fly Proxy (`fly-*`: `fly-force-instance-id`, `fly-prefer-region`, `fly-replay…`) and
+//! Spin's `spin-*` request metadata, the `Authorization` header and the `kiloclaw-auth` cookie (the
+//! machine authenticates with the gateway token, never with the user's session). Added:
+//! `fly-force-instance-id` naming the user's machine. Everything else (other cookies, `origin`,
+//! `content-type`, …) passes unchanged.
+//!
+//! Back to the client, removed: hop-by-hop headers, which wasi:http refuses to carry anyway, and
+//! `content-length`, because the body is streamed back and the host frames it (a `HEAD` response
+//! would otherwise announce bytes that never come).
+//!
+//! The request body is forwarded byte for byte, so its `content-length` stays valid and is kept.
+
+use super::credentials::{SESSION_COOKIE, without_cookie};
+
+/// A header as Spin hands it over: lower- or mixed-case name, raw bytes.
+pub type Header = (String, Vec<u8>);
+
+/// Headers that describe one connection, not the message, plus those wasi:http forbids guests to set.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+    "host",
+];
+
+/// The header Fly Proxy uses to pin a request to one machine.
+pub const FORCE_INSTANCE_HEADER: &str = "fly-force-instance-id";
+
+fn is_hop_by_hop(name: &str, connection_listed: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || connection_listed.iter().any(|listed| listed == name)
+}
+
+/// Header names listed in `Connection` headers (lower-cased).
+fn connection_listed(headers: &[Header]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
+        .filter_map(|(_, value)| std::str::from_utf8(value).ok())
+        .flat_map(|value| value.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
+/// The headers to send to the user's machine for an incoming request's `headers`.
+pub fn upstream_request_headers(headers: &[Header], machine_id: &str) -> Vec<Header> {
+    let listed = connection_listed(headers);
+    let mut out = Vec::with_capacity(headers.len() + 1);
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if is_hop_by_hop(&lower, &listed)
+            || lower.starts_with("fly-")
+            || lower.starts_with("spin-")
+            || lower == "authorization"
+        {
+            continue;
+        }
+        if lower == "cookie" {
+            let Ok(text) = std::str::from_utf8(value) else {
+                // Not text, so it cannot be parsed: drop it rather than risk forwarding the session.
+                continue;
+            };
+            if let Some(kept) = without_cookie(text, SESSION_COOKIE) {
+                out.push((lower, kept.into_bytes()));
+            }
+            continue;
+        }
+        out.push((lower, value.clone()));
+    }
+    out.push((
+        FORCE_INSTANCE_HEADER.to_owned(),
+        machine_id.as_bytes().to_vec(),
+    ));
+    out
+}
+
+/// The headers of the machine's response to pass back to the client.
+pub fn downstream_response_headers(headers: &[Header]) -> Vec<Header> {
+    let listed = connection_listed(headers);
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let lower = name.to_ascii_lowercase();
+            !is_hop_by_hop(&lower, &listed) && lower != "content-length"
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(name: &str, value: &str) -> Header {
+        (name.to_owned(), value.as_bytes().to_vec())
+    }
+
+    fn names(headers: &[Header]) -> Vec<&str> {
+        headers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn request_headers_lose_routing_credentials_and_hop_by_hop() {
+        let incoming = vec![
+            h("Host", "claw.example"),
+            h("Authorization", "Bearer user-jwt"),
+            h("Cookie", "theme=dark; kiloclaw-auth=user-jwt"),
+            h("fly-force-instance-id", "someone-elses-machine"),
+            h("Fly-Prefer-Region", "iad"),
+            h("fly-replay", "app=other"),
+            h("spin-full-url", "http://x/"),
+            h("Connection", "keep-alive, X-Private"),
+            h("x-private", "1"),
+            h("Keep-Alive", "timeout=5"),
+            h("Transfer-Encoding", "chunked"),
+            h("Content-Length", "3"),
+            h("Upgrade", "h2c"),
+            h("Content-Type", "application/json"),
+            h("Origin", "https://claw.example"),
+            h("x-custom", "kept"),
+        ];
+        let out = upstream_request_headers(&incoming, "m-123");
+        assert_eq!(
+            names(&out),
+            vec![
+                "cookie",
+                "content-length",
+                "content-type",
+                "origin",
+                "x-custom",
+                FORCE_INSTANCE_HEADER
+            ]
+        );
+        assert_eq!(out[0].1, b"theme=dark".to_vec());
+        assert_eq!(
+            out.last().map(|(_, v)| v.as_slice()),
+            Some(b"m-123".as_slice())
+        );
+        assert!(
+            !out.iter()
+                .any(|(_, v)| v.windows(8).any(|w| w == b"user-jwt"))
+        );
+    }
+
+    #[test]
+    fn a_cookie_header_holding_only_the_session_is_dropped() {
+        let out = upstream_request_headers(&[h("cookie", "kiloclaw-auth=jwt")], "m");
+        assert_eq!(names(&out), vec![FORCE_INSTANCE_HEADER]);
+    }
+
+    #[test]
+    fn response_headers_keep_multiple_values_and_lose_hop_by_hop() {
+        let upstream = vec![
+            h("set-cookie", "a=1"),
+            h("set-cookie", "b=2"),
+            h("transfer-encoding", "chunked"),
+            h("connection", "close"),
+            h("content-type", "text/html"),
+        ];
+        let out = downstream_response_headers(&upstream);
+        assert_eq!(
+            names(&out),
+            vec!["set-cookie", "set-cookie", "content-type"]
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The end-to-end suite: one test binary, one module per concern.
+//!
+//! - `imports`: every built component stays inside what Spin hosts provide (WASI 0.2,
+//!   `fermyon:spin@2.0.0`, `wasi:keyvalue@0.2.0-draft2`, the cron world) plus our own WIT, and
+//!   exports what its role requires.
+
+mod imports;
