@@ -1,0 +1,12 @@
+//! End-to-end scenarios: the four real wasm components, composed and run by our Spin-compatible
+//! host, against the in-process Fly simulator, driven over HTTP only (plus the simulator's admin
+//! API to look at and disturb Fly's side). Each test starts its own system on 127.0.0.1:0, so tests
+//! run in parallel and never see each other's state.
+
+mod system;
+
+mod errors;
+mod isolation;
+mod lifecycle;
+mod reconcile;
+mod recovery;

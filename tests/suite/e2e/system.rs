@@ -1,0 +1,406 @@
+//! The system under test: the Fly simulator and our Spin host running the built components from
+//! the repository's own `spin.toml`, both in-process on 127.0.0.1:0, plus an HTTP client and
+//! helpers that speak the platform and user APIs.
+//!
+//! Components are built once per test process (`kiloclaw_e2e::components`); every test gets a
+//! fresh simulator and a fresh in-memory key-value store, so tests are independent and parallel.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use kiloclaw_host::{App, HostConfig, ServerHandle};
+use reqwest::{Method, RequestBuilder};
+use serde_json::{Value, json};
+
+pub use super::sim::{FlyFault, SimAdmin, SimMachine};
+
+/// Test secrets: fixed, long enough for the JWT validator, never used outside tests.
+const NEXTAUTH_SECRET: &str = "e2e-nextauth-secret-0123456789abcdef0123456789";
+const INTERNAL_API_SECRET: &str = "e2e-internal-api-key-0123456789abcdef";
+const GATEWAY_TOKEN_SECRET: &str = "e2e-gateway-token-secret-0123456789abcdef";
+
+/// Bound on any single HTTP exchange with the system; a hang fails the test instead of CI.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The manifest with component paths pointing at the built files, written once per process.
+fn manifest() -> anyhow::Result<&'static PathBuf> {
+    static MANIFEST: OnceLock<Result<(tempfile::TempDir, PathBuf), String>> = OnceLock::new();
+    MANIFEST
+        .get_or_init(|| {
+            (|| -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+                let built = kiloclaw_e2e::components()?;
+                let artifacts: BTreeMap<String, PathBuf> = built
+                    .all()
+                    .iter()
+                    .map(|(package, path)| ((*package).to_owned(), path.to_path_buf()))
+                    .collect();
+                let dir = tempfile::tempdir()?;
+                let source = kiloclaw_e2e::workspace_root().join("spin.toml");
+                let out = dir.path().join("spin.toml");
+                let resolved = kiloclaw_cli::manifest::resolve_manifest(&source, &artifacts, &out)?;
+                Ok((dir, resolved))
+            })()
+            .map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map(|(_, path)| path)
+        .map_err(|message| anyhow::anyhow!("preparing the manifest failed: {message}"))
+}
+
+/// A reply, read in full.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body as text.
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_str(&self.text)
+            .with_context(|| format!("status {} body is not JSON: {:?}", self.status, self.text))
+    }
+
+    /// Asserts the status and returns the JSON body.
+    pub fn expect(&self, status: u16) -> anyhow::Result<Value> {
+        ensure!(
+            self.status == status,
+            "expected status {status}, got {} with body {}",
+            self.status,
+            self.text
+        );
+        self.json()
+    }
+
+    /// Asserts the status and the exact JSON body.
+    pub fn expect_json(&self, status: u16, body: Value) -> anyhow::Result<()> {
+        let got = self.expect(status)?;
+        ensure!(got == body, "status {status}: expected body {body}, got {got}");
+        Ok(())
+    }
+
+    /// Asserts the status and parses the gateway stand-in's echo of the request it received.
+    pub fn expect_echo(&self, status: u16) -> anyhow::Result<Echo> {
+        let body = self.expect(status)?;
+        Echo::parse(&body)
+    }
+}
+
+/// What the OpenClaw gateway stand-in on a simulated machine saw.
+#[derive(Debug)]
+pub struct Echo {
+    /// The machine that served the request.
+    pub machine_id: String,
+    /// Request method.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// Raw query string ("" when none).
+    pub query: String,
+    /// Request body as text.
+    pub body: String,
+    /// The `fly-force-instance-id` the Fly Proxy received (it strips it before the machine).
+    pub forced_instance: Option<String>,
+    /// Headers the machine received (lower-case names).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Echo {
+    /// A header the machine received.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+/// Everything a test needs, torn down when dropped.
+pub struct System {
+    client: reqwest::Client,
+    base_url: String,
+    server: Option<ServerHandle>,
+    app: App,
+    sim: SimAdmin,
+    _state: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System").field("base_url", &self.base_url).finish()
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        // Dropping the handle aborts the server tasks; the simulator stops with its own guard.
+        self.server.take();
+    }
+}
+
+impl System {
+    /// Starts a simulator and the app against it.
+    pub async fn start() -> anyhow::Result<Self> {
+        let sim = SimAdmin::start().await?;
+        Self::start_with_sim(sim).await
+    }
+
+    async fn start_with_sim(sim: SimAdmin) -> anyhow::Result<Self> {
+        let manifest = manifest()?;
+        let state = tempfile::tempdir()?;
+        let runtime_config = state.path().join("runtime-config.toml");
+        // An in-memory store: each System starts empty and nothing outlives the test.
+        std::fs::write(&runtime_config, "[key_value_store.default]\ntype = \"memory\"\n")?;
+        let mut config = HostConfig::new(manifest.as_path());
+        config.state_dir = Some(state.path().to_path_buf());
+        config.runtime_config_file = Some(runtime_config);
+        config.listen = "127.0.0.1:0".parse()?;
+        // The tests drive the reconciler explicitly; a background cron tick would race them.
+        config.cron = false;
+        config.variables = vec![
+            ("nextauth_secret".into(), NEXTAUTH_SECRET.into()),
+            ("internal_api_secret".into(), INTERNAL_API_SECRET.into()),
+            ("gateway_token_secret".into(), GATEWAY_TOKEN_SECRET.into()),
+        ];
+        config.variables.extend(sim.app_variables());
+        let app = App::load(&config).await.context("loading the app in the host")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let server = app.serve(listener);
+        let base_url = format!("http://{}", server.local_addr());
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            client,
+            base_url,
+            server: Some(server),
+            app,
+            sim,
+            _state: state,
+        })
+    }
+
+    /// The same simulator (Fly keeps everything), a new host with an empty key-value store:
+    /// the control plane has lost all its state.
+    pub async fn restart_with_empty_store(mut self) -> anyhow::Result<Self> {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let sim = self.sim.clone();
+        drop(self);
+        Self::start_with_sim(sim).await
+    }
+
+    /// The simulator's admin side.
+    pub fn sim(&self) -> &SimAdmin {
+        &self.sim
+    }
+
+    /// The internal API key.
+    pub fn internal_key(&self) -> &'static str {
+        INTERNAL_API_SECRET
+    }
+
+    /// `base64url(userId)`.
+    pub fn sandbox_id(user: &str) -> String {
+        kiloclaw_core::ids::sandbox_id_from_user_id(user).unwrap_or_default()
+    }
+
+    /// The gateway token the system should hand out for `user`.
+    pub fn expected_gateway_token(&self, user: &str) -> String {
+        kiloclaw_core::ids::gateway_token(GATEWAY_TOKEN_SECRET, &Self::sandbox_id(user))
+    }
+
+    /// Seconds since the epoch.
+    pub fn now_s() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    }
+
+    /// A request to the app.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base_url))
+    }
+
+    /// Sends and reads the whole reply.
+    pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Reply> {
+        let response = request.send().await.context("sending a request to the app")?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.context("reading the app's reply")?;
+        Ok(Reply {
+            status,
+            headers,
+            text,
+        })
+    }
+
+    /// `GET path` without credentials.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    /// A platform call with the internal key and an optional JSON body.
+    pub async fn platform(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Reply> {
+        let mut request = self.request(method, path).header("x-internal-api-key", INTERNAL_API_SECRET);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// A platform call with a raw body and the given key (or none).
+    pub async fn platform_raw(&self, method: Method, path: &str, body: &str, key: Option<&str>) -> anyhow::Result<Reply> {
+        let mut request = self
+            .request(method, path)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = key {
+            request = request.header("x-internal-api-key", key);
+        }
+        self.send(request).await
+    }
+
+    /// Provisions `user` with no config; returns the sandbox id.
+    pub async fn provision(&self, user: &str) -> anyhow::Result<String> {
+        let body = self
+            .platform(Method::POST, "/api/platform/provision", Some(json!({"userId": user})))
+            .await?
+            .expect(201)?;
+        body["sandboxId"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("provision reply without sandboxId: {body}"))
+    }
+
+    async fn lifecycle(&self, action: &str, user: &str) -> anyhow::Result<()> {
+        self.platform(Method::POST, &format!("/api/platform/{action}"), Some(json!({"userId": user})))
+            .await?
+            .expect_json(200, json!({"ok": true}))
+            .with_context(|| format!("{action} {user}"))
+    }
+
+    /// `POST /api/platform/start`, asserting `{ok:true}`.
+    pub async fn start(&self, user: &str) -> anyhow::Result<()> {
+        self.lifecycle("start", user).await
+    }
+
+    /// `POST /api/platform/stop`, asserting `{ok:true}`.
+    pub async fn stop(&self, user: &str) -> anyhow::Result<()> {
+        self.lifecycle("stop", user).await
+    }
+
+    /// `POST /api/platform/destroy`, asserting `{ok:true}`.
+    pub async fn destroy(&self, user: &str) -> anyhow::Result<()> {
+        self.lifecycle("destroy", user).await
+    }
+
+    /// Waits (bounded) until a destroy has completed; runs the reconciler if it was left pending.
+    pub async fn settle_destroy(&self, user: &str) -> anyhow::Result<()> {
+        for _ in 0..10 {
+            let status = self.status(user).await?;
+            if status["status"].is_null() {
+                return Ok(());
+            }
+            ensure!(status["status"] == "destroying", "unexpected status while destroying: {status}");
+            self.reconcile(user).await?;
+        }
+        bail!("destroy of {user} did not complete")
+    }
+
+    /// `GET /api/platform/status?userId=`, asserting 200.
+    pub async fn status(&self, user: &str) -> anyhow::Result<Value> {
+        self.platform(Method::GET, &format!("/api/platform/status?userId={}", urlencode(user)), None)
+            .await?
+            .expect(200)
+    }
+
+    /// A valid one-hour user JWT.
+    pub fn token(&self, user: &str) -> anyhow::Result<String> {
+        let now = Self::now_s();
+        self.token_with_claims(json!({"kiloUserId": user, "version": 3, "iat": now, "exp": now + 3600}))
+    }
+
+    /// A JWT with arbitrary claims under the app's secret.
+    pub fn token_with_claims(&self, claims: Value) -> anyhow::Result<String> {
+        self.token_signed_with(NEXTAUTH_SECRET.as_bytes(), claims)
+    }
+
+    /// A JWT with arbitrary claims under any key.
+    pub fn token_signed_with(&self, key: &[u8], claims: Value) -> anyhow::Result<String> {
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key),
+        )?)
+    }
+
+    /// A request as `user` (Bearer JWT).
+    pub fn as_user(&self, user: &str, method: Method, path: &str) -> anyhow::Result<RequestBuilder> {
+        Ok(self.request(method, path).bearer_auth(self.token(user)?))
+    }
+
+    /// Runs the reconciler's cron handler once, as the cron trigger would.
+    pub async fn cron_tick(&self) -> anyhow::Result<()> {
+        self.app
+            .run_cron_once("reconciler")
+            .await
+            .map_err(|e| anyhow::anyhow!("cron tick: {e}"))
+    }
+
+    /// Reconciles `user` now, whatever its cadence says.
+    pub async fn reconcile(&self, user: &str) -> anyhow::Result<()> {
+        let reply = self
+            .platform(Method::POST, "/api/platform/reconcile", Some(json!({"userId": user})))
+            .await?;
+        reply.expect(200).with_context(|| format!("reconcile {user}"))?;
+        Ok(())
+    }
+
+    /// Writes a file on the user's volume through the gateway stand-in (a proxied request).
+    pub async fn write_volume_file(&self, user: &str, path: &str, content: &str) -> anyhow::Result<()> {
+        let reply = self
+            .send(self.as_user(user, Method::PUT, &super::sim::volume_file_path(path))?.body(content.to_owned()))
+            .await?;
+        ensure!(
+            (200..300).contains(&reply.status),
+            "writing {path}: {} {}",
+            reply.status,
+            reply.text
+        );
+        Ok(())
+    }
+
+    /// Reads a file on the user's volume through the gateway stand-in; `None` when absent.
+    pub async fn read_volume_file(&self, user: &str, path: &str) -> anyhow::Result<Option<String>> {
+        let reply = self
+            .send(self.as_user(user, Method::GET, &super::sim::volume_file_path(path))?)
+            .await?;
+        match reply.status {
+            200 => Ok(Some(reply.text)),
+            404 => Ok(None),
+            other => bail!("reading {path}: {other} {}", reply.text),
+        }
+    }
+
+    /// Opens a WebSocket directly to the user's gateway (as the browser does) with `token`;
+    /// true when the gateway accepted it.
+    pub async fn gateway_websocket_accepts(&self, user: &str, token: &str) -> anyhow::Result<bool> {
+        let status = self.status(user).await?;
+        let machine = status["flyMachineId"].as_str().context("no machine")?;
+        let app = status["flyAppName"].as_str().context("no app")?;
+        self.sim.websocket_accepts(app, machine, token).await
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
