@@ -26,7 +26,9 @@ fn kv_error(error: store::Error) -> KvError {
 impl SpinBucket {
     /// Opens the `default` bucket.
     pub fn open() -> Result<Self, KvError> {
-        store::open(BUCKET).map(|bucket| Self { bucket }).map_err(kv_error)
+        store::open(BUCKET)
+            .map(|bucket| Self { bucket })
+            .map_err(kv_error)
     }
 }
 
@@ -54,11 +56,20 @@ impl KeyValue for SpinBucket {
     fn get_many(&self, keys: &[String]) -> Result<KeyValues, KvError> {
         let found = batch::get_many(&self.bucket, keys).map_err(kv_error)?;
         // Backends need not answer in request order (nor list absent keys): re-order explicitly.
-        let mut by_key: std::collections::HashMap<String, Option<Vec<u8>>> = found.into_iter().collect();
-        Ok(keys.iter().map(|key| (key.clone(), by_key.remove(key).flatten())).collect())
+        let mut by_key: std::collections::HashMap<String, Option<Vec<u8>>> =
+            found.into_iter().collect();
+        Ok(keys
+            .iter()
+            .map(|key| (key.clone(), by_key.remove(key).flatten()))
+            .collect())
     }
 
-    fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome, KvError> {
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<CasOutcome, KvError> {
         let cas = atomics::Cas::new(&self.bucket, key).map_err(kv_error)?;
         let current = cas.current().map_err(kv_error)?;
         if current.as_deref() != expected {
@@ -66,9 +77,9 @@ impl KeyValue for SpinBucket {
         }
         match atomics::swap(cas, new) {
             Ok(()) => Ok(CasOutcome::Swapped),
-            Err(atomics::CasError::CasFailed(fresh)) => {
-                Ok(CasOutcome::Conflict { current: fresh.current().map_err(kv_error)? })
-            }
+            Err(atomics::CasError::CasFailed(fresh)) => Ok(CasOutcome::Conflict {
+                current: fresh.current().map_err(kv_error)?,
+            }),
             Err(atomics::CasError::StoreError(error)) => Err(kv_error(error)),
         }
     }

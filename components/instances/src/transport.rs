@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use kiloclaw_core::fly::transport::{HttpMethod, HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind};
+use kiloclaw_core::fly::{
+    HttpMethod, HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind,
+};
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{
     ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
@@ -28,9 +30,9 @@ fn invalid(message: impl Into<String>) -> TransportError {
 
 fn error_kind(code: &ErrorCode) -> TransportErrorKind {
     match code {
-        ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout => {
-            TransportErrorKind::Timeout
-        }
+        ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout => TransportErrorKind::Timeout,
         ErrorCode::DnsTimeout
         | ErrorCode::DnsError(_)
         | ErrorCode::DestinationNotFound
@@ -42,9 +44,9 @@ fn error_kind(code: &ErrorCode) -> TransportErrorKind {
         | ErrorCode::TlsProtocolError
         | ErrorCode::TlsCertificateError
         | ErrorCode::TlsAlertReceived(_) => TransportErrorKind::Connect,
-        ErrorCode::HttpRequestDenied | ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestMethodInvalid => {
-            TransportErrorKind::InvalidRequest
-        }
+        ErrorCode::HttpRequestDenied
+        | ErrorCode::HttpRequestUriInvalid
+        | ErrorCode::HttpRequestMethodInvalid => TransportErrorKind::InvalidRequest,
         ErrorCode::ConnectionTerminated
         | ErrorCode::HttpProtocolError
         | ErrorCode::HttpResponseIncomplete
@@ -65,7 +67,9 @@ fn method(method: HttpMethod) -> Method {
 
 /// Splits `scheme://authority/path?query` into its parts.
 fn split_url(url: &str) -> Result<(Scheme, &str, &str), TransportError> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid(format!("not an absolute URL: {url}")))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid(format!("not an absolute URL: {url}")))?;
     let scheme = match scheme {
         "https" => Scheme::Https,
         "http" => Scheme::Http,
@@ -86,26 +90,40 @@ fn build(request: &HttpRequest) -> Result<OutgoingRequest, TransportError> {
         .iter()
         .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
         .collect();
-    let fields = Fields::from_list(&headers).map_err(|error| invalid(format!("header rejected: {error:?}")))?;
+    let fields = Fields::from_list(&headers)
+        .map_err(|error| invalid(format!("header rejected: {error:?}")))?;
     let outgoing = OutgoingRequest::new(fields);
-    outgoing.set_method(&method(request.method)).map_err(|()| invalid("method rejected"))?;
-    outgoing.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme rejected"))?;
-    outgoing.set_authority(Some(authority)).map_err(|()| invalid("authority rejected"))?;
-    outgoing.set_path_with_query(Some(path)).map_err(|()| invalid("path rejected"))?;
+    outgoing
+        .set_method(&method(request.method))
+        .map_err(|()| invalid("method rejected"))?;
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("scheme rejected"))?;
+    outgoing
+        .set_authority(Some(authority))
+        .map_err(|()| invalid("authority rejected"))?;
+    outgoing
+        .set_path_with_query(Some(path))
+        .map_err(|()| invalid("path rejected"))?;
     Ok(outgoing)
 }
 
 fn write_body(outgoing_body: OutgoingBody, body: Option<&[u8]>) -> Result<(), TransportError> {
     let io = |message: String| TransportError::new(TransportErrorKind::Io, message);
     if let Some(bytes) = body.filter(|b| !b.is_empty()) {
-        let stream = outgoing_body.write().map_err(|()| io("request body not writable".to_owned()))?;
+        let stream = outgoing_body
+            .write()
+            .map_err(|()| io("request body not writable".to_owned()))?;
         for chunk in bytes.chunks(4096) {
             // blocking-write-and-flush accepts at most 4096 bytes per call.
-            stream.blocking_write_and_flush(chunk).map_err(|error| io(format!("writing request body: {error:?}")))?;
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|error| io(format!("writing request body: {error:?}")))?;
         }
         drop(stream);
     }
-    OutgoingBody::finish(outgoing_body, None).map_err(|error| io(format!("finishing request body: {error:?}")))
+    OutgoingBody::finish(outgoing_body, None)
+        .map_err(|error| io(format!("finishing request body: {error:?}")))
 }
 
 fn read_body(body: IncomingBody) -> Result<Vec<u8>, TransportError> {
@@ -118,7 +136,10 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, TransportError> {
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(wasi::io::streams::StreamError::Closed) => break,
             Err(error) => {
-                return Err(TransportError::new(TransportErrorKind::Io, format!("reading response body: {error:?}")));
+                return Err(TransportError::new(
+                    TransportErrorKind::Io,
+                    format!("reading response body: {error:?}"),
+                ));
             }
         }
     }
@@ -130,9 +151,9 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, TransportError> {
 impl HttpTransport for WasiHttpTransport {
     fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let outgoing = build(&request)?;
-        let outgoing_body = outgoing
-            .body()
-            .map_err(|()| TransportError::new(TransportErrorKind::Io, "request body already taken"))?;
+        let outgoing_body = outgoing.body().map_err(|()| {
+            TransportError::new(TransportErrorKind::Io, "request body already taken")
+        })?;
         let options = RequestOptions::new();
         // Hosts may refuse to honour a timeout; the request then runs under the host's defaults.
         let _ = options.set_connect_timeout(Some(nanos(CONNECT_TIMEOUT.min(request.timeout))));
@@ -159,9 +180,13 @@ impl HttpTransport for WasiHttpTransport {
             .into_iter()
             .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
             .collect();
-        let body = response
-            .consume()
-            .map_err(|()| TransportError::new(TransportErrorKind::Io, "response body already taken"))?;
-        Ok(HttpResponse { status, headers, body: read_body(body)? })
+        let body = response.consume().map_err(|()| {
+            TransportError::new(TransportErrorKind::Io, "response body already taken")
+        })?;
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: read_body(body)?,
+        })
     }
 }

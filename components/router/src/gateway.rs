@@ -36,13 +36,13 @@ pub fn form(request: &Request) -> Reply {
             authorization: None,
             cookie: cookie.clone(),
         };
-        if let Ok(principal) = auth::verify_session(&credentials) {
-            if principal.user_id == user_id {
-                return Reply::bytes(302, "text/plain; charset=utf-8", Vec::new()).with_header(
-                    "location",
-                    &redirect_target(&principal.user_id, &principal.sandbox_id),
-                );
-            }
+        if let Ok(principal) = auth::verify_session(&credentials)
+            && principal.user_id == user_id
+        {
+            return Reply::bytes(302, "text/plain; charset=utf-8", Vec::new()).with_header(
+                "location",
+                &redirect_target(&principal.user_id, &principal.sandbox_id),
+            );
         }
     }
     Reply::html(200, form_page(&user_id, None))

@@ -1,0 +1,84 @@
+//! Core errors → the WIT `instance-error` variant (whose cases name the HTTP status the router uses).
+
+use kiloclaw_core::fly::{FlyError, FlyErrorKind};
+use kiloclaw_core::kv::KvError;
+use kiloclaw_core::requests::RequestError;
+use kiloclaw_core::settings::{SettingProblem, SettingsError};
+use kiloclaw_core::store::StoreError;
+
+use crate::bindings::exports::kiloclaw::platform::instances::{FlyFailure, InstanceError};
+use crate::bindings::kiloclaw::platform::types::FieldError;
+
+/// Fly messages are cut to this many characters: enough to diagnose, never a whole echoed body.
+const MAX_FLY_MESSAGE: usize = 300;
+
+pub fn from_kv(error: KvError) -> InstanceError {
+    match error {
+        KvError::NoSuchStore | KvError::AccessDenied => {
+            InstanceError::Configuration(vec![format!(
+                "key_value_stores (the component cannot open the `default` store: {error})"
+            )])
+        }
+        KvError::Other(detail) => InstanceError::StoreUnavailable(detail),
+    }
+}
+
+pub fn from_store(error: StoreError) -> InstanceError {
+    match error {
+        StoreError::Kv(kv) => from_kv(kv),
+        StoreError::Busy { .. } | StoreError::LeaseLost => InstanceError::Busy,
+        StoreError::Contention => InstanceError::StoreUnavailable(error.to_string()),
+        StoreError::Corrupt { .. } => InstanceError::Internal(error.to_string()),
+    }
+}
+
+/// One entry per problem: the variable name, plus the reason when it is set but unusable.
+pub fn setting_problems(error: &SettingsError) -> Vec<String> {
+    error
+        .0
+        .iter()
+        .map(|problem| match problem {
+            SettingProblem::Missing(name) => (*name).to_owned(),
+            SettingProblem::Invalid { name, reason } => format!("{name} ({reason})"),
+        })
+        .collect()
+}
+
+pub fn from_request(error: RequestError) -> InstanceError {
+    match error {
+        RequestError::MalformedJson => InstanceError::InvalidRequest(vec![FieldError {
+            field: "(body)".to_owned(),
+            message: "Malformed JSON body".to_owned(),
+        }]),
+        RequestError::Invalid(fields) => InstanceError::InvalidRequest(
+            fields
+                .0
+                .into_iter()
+                .flat_map(|(field, messages)| {
+                    messages.into_iter().map(move |message| FieldError {
+                        field: field.clone(),
+                        message,
+                    })
+                })
+                .collect(),
+        ),
+    }
+}
+
+pub fn from_fly(error: &FlyError) -> InstanceError {
+    if error.is_transient() {
+        return InstanceError::FlyUnavailable(error.to_string());
+    }
+    match error.kind() {
+        FlyErrorKind::Unauthorized => {
+            InstanceError::Configuration(vec!["fly_api_token (the Fly API refused it)".to_owned()])
+        }
+        _ => {
+            let message: String = error.message().chars().take(MAX_FLY_MESSAGE).collect();
+            InstanceError::FlyRejected(FlyFailure {
+                status: error.http_status().unwrap_or(0),
+                message,
+            })
+        }
+    }
+}
