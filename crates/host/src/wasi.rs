@@ -72,7 +72,7 @@ impl WasiSetup {
     pub fn build_ctx(&self, component_id: &Arc<str>) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();
         builder
-            .envs(&self.env)
+            .envs(&self.env[..])
             .stdout(GuestLog::new(component_id.clone(), "stdout"))
             .stderr(GuestLog::new(component_id.clone(), "stderr"));
         for (host, guest) in &self.preopens {

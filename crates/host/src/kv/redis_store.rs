@@ -54,7 +54,7 @@ impl RedisStore {
     /// Connects to `url` (the URL is never logged: it may carry a password).
     pub async fn open(url: &str, prefix: &str) -> Result<Self, KvError> {
         let client = redis::Client::open(url)
-            .map_err(|e| KvError::Backend(format!("invalid redis url: {}", e.kind_str())))?;
+            .map_err(|e| KvError::Backend(format!("invalid redis url: {}", e.category())))?;
         let connection = ConnectionManager::new(client).await.map_err(backend)?;
         Ok(Self {
             connection,

@@ -120,7 +120,7 @@ impl WasiHttpHooks for OutboundPolicy {
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<
         dyn Future<
-                Output = Result<(
+                Output = wasmtime_wasi_http::Result<(
                     http::Response<WasiBody>,
                     Box<dyn Future<Output = Result<(), HttpError>> + Send>,
                 )>,

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// How long in-flight requests may run after shutdown starts.

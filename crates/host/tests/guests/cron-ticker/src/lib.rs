@@ -7,14 +7,13 @@ wit_bindgen::generate!({
     world: "fermyon:spin-cron/spin-cron",
 });
 
-use fermyon::spin_cron::cron_types::{Error, Metadata};
 
 struct Ticker;
 
 impl Guest for Ticker {
     fn handle_cron_event(metadata: Metadata) -> Result<(), Error> {
         println!("tick at {}", metadata.timestamp);
-        if spin_sdk::variables::get("fail").as_deref() == Ok("true") {
+        if spin_sdk::variables::get("fail").is_ok_and(|v| v == "true") {
             return Err(Error::Other("asked to fail".into()));
         }
         let bucket = store::open("default").map_err(|e| Error::Other(format!("{e:?}")))?;
