@@ -1,10 +1,10 @@
-//! What one exported call works with: the `default` bucket, the wall clock, the deployment settings
-//! (Spin variables) and a Fly API client. Built afresh per call; components keep no state.
+//! What one exported call works with: the `default` bucket, the wall clock, host randomness, the
+//! deployment settings (Spin variables) and a Fly API client. Built afresh per call; components keep
+//! no state between calls.
 
-use kiloclaw_core::clock::SystemClock;
+use kiloclaw_core::clock::{Random, SystemClock};
 use kiloclaw_core::fly::{DEFAULT_BASE_URL, FlyClient, FlyClientConfig};
 use kiloclaw_core::settings::Settings;
-use kiloclaw_core::store::{RecordStore, StoreSettings};
 
 use crate::bindings::exports::kiloclaw::platform::instances::InstanceError;
 use crate::errors;
@@ -19,24 +19,12 @@ pub fn variable(name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Store access only (reads, and writes that need no Fly call).
-pub struct StoreContext {
-    pub bucket: SpinBucket,
-    pub clock: SystemClock,
-    pub store_settings: StoreSettings,
-}
+/// Randomness from the host (`wasi:random`): lease owner ids and reconcile jitter.
+pub struct HostRandom;
 
-impl StoreContext {
-    pub fn open() -> Result<Self, InstanceError> {
-        Ok(Self {
-            bucket: SpinBucket::open().map_err(errors::from_kv)?,
-            clock: SystemClock,
-            store_settings: StoreSettings::default(),
-        })
-    }
-
-    pub fn store(&self) -> RecordStore<'_, SpinBucket, SystemClock> {
-        RecordStore::new(&self.bucket, &self.clock, self.store_settings.clone())
+impl Random for HostRandom {
+    fn next_u64(&self) -> u64 {
+        wasi::random::random::get_random_u64()
     }
 }
 
@@ -45,6 +33,7 @@ pub struct Context {
     pub settings: Settings,
     pub bucket: SpinBucket,
     pub clock: SystemClock,
+    pub random: HostRandom,
     pub fly: FlyClient<WasiHttpTransport>,
 }
 
@@ -56,13 +45,11 @@ impl Context {
         if token.is_none() {
             problems.push("fly_api_token".to_owned());
         }
-        let settings =
-            Settings::from_lookup(variable).map_err(|error| errors::setting_problems(&error));
-        let settings = match settings {
+        let settings = match Settings::from_lookup(variable) {
             Ok(settings) if problems.is_empty() => settings,
             Ok(_) => return Err(InstanceError::Configuration(problems)),
-            Err(more) => {
-                problems.extend(more);
+            Err(error) => {
+                problems.extend(errors::setting_problems(&error));
                 return Err(InstanceError::Configuration(problems));
             }
         };
@@ -72,11 +59,8 @@ impl Context {
             settings,
             bucket: SpinBucket::open().map_err(errors::from_kv)?,
             clock: SystemClock,
+            random: HostRandom,
             fly: FlyClient::new(WasiHttpTransport, &config),
         })
-    }
-
-    pub fn store(&self) -> RecordStore<'_, SpinBucket, SystemClock> {
-        RecordStore::new(&self.bucket, &self.clock, self.settings.store.clone())
     }
 }

@@ -1,7 +1,9 @@
 //! Core errors → the WIT `instance-error` variant (whose cases name the HTTP status the router uses).
 
+use kiloclaw_core::env::EnvError;
 use kiloclaw_core::fly::{FlyError, FlyErrorKind};
 use kiloclaw_core::kv::KvError;
+use kiloclaw_core::lifecycle::LifecycleError;
 use kiloclaw_core::requests::RequestError;
 use kiloclaw_core::settings::{SettingProblem, SettingsError};
 use kiloclaw_core::store::StoreError;
@@ -79,6 +81,38 @@ pub fn from_fly(error: &FlyError) -> InstanceError {
                 status: error.http_status().unwrap_or(0),
                 message,
             })
+        }
+    }
+}
+
+pub fn from_lifecycle(error: LifecycleError) -> InstanceError {
+    match error {
+        LifecycleError::InvalidUserId(problem) => InstanceError::InvalidRequest(vec![FieldError {
+            field: "userId".to_owned(),
+            message: problem.to_string(),
+        }]),
+        LifecycleError::NotProvisioned => InstanceError::NotProvisioned,
+        LifecycleError::Destroying { .. } => InstanceError::BeingDestroyed,
+        LifecycleError::NotRunning => InstanceError::NotRunning,
+        LifecycleError::NoFlyApp => InstanceError::Configuration(vec![
+            "fly_app_name (the instance has no per-user Fly app and no legacy app is configured)"
+                .to_owned(),
+        ]),
+        LifecycleError::Env(EnvError::EncryptionConfiguration(reason)) => {
+            InstanceError::Configuration(vec![format!("agent_env_vars_private_key ({reason})")])
+        }
+        LifecycleError::Store(store) => from_store(store),
+        LifecycleError::Fly { operation, source } => match from_fly(&source) {
+            InstanceError::FlyUnavailable(detail) => {
+                InstanceError::FlyUnavailable(format!("{operation}: {detail}"))
+            }
+            other => other,
+        },
+        LifecycleError::NoRegion(detail) => {
+            InstanceError::FlyUnavailable(format!("no region could host a volume: {detail}"))
+        }
+        error @ (LifecycleError::AppNameCollision { .. } | LifecycleError::Env(_)) => {
+            InstanceError::Internal(error.to_string())
         }
     }
 }

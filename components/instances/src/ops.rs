@@ -1,160 +1,110 @@
-//! The exported operations: open what the call needs, run the core's logic, map the result.
+//! The exported operations: open the call's context, run the core's lifecycle operation, map the
+//! result. The decisions (leases, intent, Fly calls, recovery) all live in `kiloclaw_core::lifecycle`.
 
-use kiloclaw_core::fly::FlyApi;
-use kiloclaw_core::record::{InstanceRecord, InstanceState};
-use kiloclaw_core::requests::{parse_channels_patch, parse_kilocode_patch};
-use kiloclaw_core::store::StoreError;
+use kiloclaw_core::lifecycle::{Instances, LifecycleError};
+use kiloclaw_core::requests::{parse_channels_patch, parse_kilocode_patch, parse_provision};
 
 use crate::bindings::exports::kiloclaw::platform::instances::{
     ChannelPresence, ConfigSummary, DestroyOutcome, InstanceError, InstanceStatus, KilocodeConfig,
     ProxyRoute, ReconcileOutcome, ReconcileSummary, RecoveredRoute, VolumeSnapshot,
 };
-use crate::context::{Context, StoreContext, variable};
+use crate::context::Context;
 use crate::{errors, views};
 
-impl From<StoreError> for InstanceError {
-    fn from(error: StoreError) -> Self {
-        errors::from_store(error)
-    }
-}
-
-/// The stored record of a provisioned user, or the error that says why there is none.
-fn provisioned(record: Option<InstanceRecord>) -> Result<InstanceRecord, InstanceError> {
-    match record {
-        Some(record) if record.is_provisioned() => Ok(record),
-        _ => Err(InstanceError::NotProvisioned),
-    }
-}
-
-/// Refuses changes to an instance that is being destroyed.
-fn not_destroying(record: &InstanceRecord) -> Result<(), InstanceError> {
-    if record.status == Some(InstanceState::Destroying) {
-        return Err(InstanceError::BeingDestroyed);
-    }
-    Ok(())
-}
-
-/// The Fly app that serves a record: its own per-user app, else the legacy shared one.
-fn app_name(record: &InstanceRecord) -> Result<String, InstanceError> {
-    record
-        .fly_app_name
-        .clone()
-        .or_else(|| variable("fly_app_name"))
-        .ok_or_else(|| {
-            InstanceError::Configuration(vec![
-                "fly_app_name (instance has no per-user Fly app)".to_owned(),
-            ])
-        })
-}
-
-fn load(context: &StoreContext, user_id: &str) -> Result<Option<InstanceRecord>, InstanceError> {
-    Ok(context
-        .store()
-        .load(user_id)?
-        .map(|snapshot| snapshot.record))
-}
-
-pub fn status(user_id: &str) -> Result<InstanceStatus, InstanceError> {
-    let context = StoreContext::open()?;
-    Ok(load(&context, user_id)?
-        .as_ref()
-        .map_or_else(views::empty_status, views::status))
-}
-
-pub fn summarize_config(user_id: &str) -> Result<ConfigSummary, InstanceError> {
-    let context = StoreContext::open()?;
-    let record = load(&context, user_id)?
-        .filter(InstanceRecord::is_provisioned)
-        .unwrap_or_else(InstanceRecord::empty);
-    Ok(views::config_summary(&record))
-}
-
-pub fn route(user_id: &str) -> Result<ProxyRoute, InstanceError> {
-    let context = StoreContext::open()?;
-    let record = provisioned(load(&context, user_id)?)?;
-    not_destroying(&record)?;
-    let machine_id = record
-        .fly_machine_id
-        .clone()
-        .ok_or(InstanceError::NotProvisioned)?;
-    let status = record.status.map_or(
-        crate::bindings::kiloclaw::platform::types::Lifecycle::Provisioned,
-        views::lifecycle,
+/// Runs `operation` with the core's [`Instances`] over this call's boundaries.
+fn with_instances<T>(
+    operation: impl FnOnce(&Instances<'_>) -> Result<T, LifecycleError>,
+) -> Result<T, InstanceError> {
+    let context = Context::open()?;
+    let instances = Instances::new(
+        &context.bucket,
+        &context.fly,
+        &context.clock,
+        &context.random,
+        &context.settings,
     );
-    Ok(ProxyRoute {
-        app_name: app_name(&record)?,
-        machine_id,
-        status,
-    })
+    operation(&instances).map_err(errors::from_lifecycle)
+}
+
+pub fn provision(user_id: &str, body: &[u8]) -> Result<String, InstanceError> {
+    let request = parse_provision(body).map_err(errors::from_request)?;
+    with_instances(|instances| instances.provision(user_id, &request.config))
+        .map(|outcome| outcome.sandbox_id)
 }
 
 pub fn patch_kilocode_config(user_id: &str, body: &[u8]) -> Result<KilocodeConfig, InstanceError> {
-    let patch = parse_kilocode_patch(body).map_err(errors::from_request)?;
-    let context = StoreContext::open()?;
-    provisioned(load(&context, user_id)?)?;
-    let ((), record) = context
-        .store()
-        .update(user_id, |record: &mut InstanceRecord| {
-            if !record.is_provisioned() {
-                return Err(InstanceError::NotProvisioned);
-            }
-            not_destroying(record)?;
-            patch.kilocode_api_key.apply(&mut record.kilocode_api_key);
-            patch
-                .kilocode_api_key_expires_at
-                .apply(&mut record.kilocode_api_key_expires_at);
-            patch
-                .kilocode_default_model
-                .apply(&mut record.kilocode_default_model);
-            patch.kilocode_models.apply(&mut record.kilocode_models);
-            Ok(())
-        })?;
-    Ok(views::kilocode_config(&record))
+    let mut patch = parse_kilocode_patch(body).map_err(errors::from_request)?;
+    patch.user_id = user_id.to_owned();
+    with_instances(|instances| instances.patch_kilocode_config(&patch)).map(views::kilocode_config)
 }
 
 pub fn patch_channels(user_id: &str, body: &[u8]) -> Result<ChannelPresence, InstanceError> {
-    let patch = parse_channels_patch(body).map_err(errors::from_request)?;
-    let context = StoreContext::open()?;
-    provisioned(load(&context, user_id)?)?;
-    let ((), record) = context
-        .store()
-        .update(user_id, |record: &mut InstanceRecord| {
-            if !record.is_provisioned() {
-                return Err(InstanceError::NotProvisioned);
-            }
-            not_destroying(record)?;
-            let mut channels = record.channels.clone().unwrap_or_default();
-            patch
-                .telegram_bot_token
-                .apply(&mut channels.telegram_bot_token);
-            patch
-                .discord_bot_token
-                .apply(&mut channels.discord_bot_token);
-            patch.slack_bot_token.apply(&mut channels.slack_bot_token);
-            patch.slack_app_token.apply(&mut channels.slack_app_token);
-            // No token left means no channel config at all (the original's `channels = null`).
-            record.channels = (channels.count() > 0).then_some(channels);
-            Ok(())
-        })?;
-    Ok(views::channel_presence(record.channels.as_ref()))
+    let mut patch = parse_channels_patch(body).map_err(errors::from_request)?;
+    patch.user_id = user_id.to_owned();
+    with_instances(|instances| instances.patch_channels(&patch)).map(views::channel_presence)
+}
+
+pub fn start(user_id: &str) -> Result<(), InstanceError> {
+    with_instances(|instances| instances.start(user_id))
+}
+
+pub fn stop(user_id: &str) -> Result<(), InstanceError> {
+    with_instances(|instances| instances.stop(user_id))
+}
+
+pub fn destroy(user_id: &str) -> Result<DestroyOutcome, InstanceError> {
+    with_instances(|instances| instances.destroy(user_id)).map(|outcome| DestroyOutcome {
+        complete: outcome.complete,
+    })
+}
+
+pub fn restart(user_id: &str) -> Result<(), InstanceError> {
+    with_instances(|instances| instances.restart(user_id))
+}
+
+pub fn status(user_id: &str) -> Result<InstanceStatus, InstanceError> {
+    with_instances(|instances| instances.status(user_id)).map(views::status)
+}
+
+pub fn summarize_config(user_id: &str) -> Result<ConfigSummary, InstanceError> {
+    with_instances(|instances| instances.config(user_id)).map(views::config_summary)
+}
+
+pub fn route(user_id: &str) -> Result<ProxyRoute, InstanceError> {
+    with_instances(|instances| instances.route(user_id)).and_then(views::route)
+}
+
+/// Crash recovery for the proxy: start again (a no-op when Fly reports the machine started) and tell
+/// the caller whether anything was actually restarted, so it never replays a request the app answered.
+pub fn recover_route(
+    user_id: &str,
+    failed_machine_id: &str,
+) -> Result<RecoveredRoute, InstanceError> {
+    with_instances(|instances| {
+        let before = instances
+            .record(user_id)?
+            .ok_or(LifecycleError::NotProvisioned)?;
+        if before.status != Some(kiloclaw_core::record::InstanceState::Running) {
+            return Err(LifecycleError::NotRunning);
+        }
+        instances.start(user_id)?;
+        let after = instances
+            .record(user_id)?
+            .ok_or(LifecycleError::NotProvisioned)?;
+        let restarted = after.last_started_at != before.last_started_at
+            || after.fly_machine_id.as_deref() != Some(failed_machine_id);
+        Ok((instances.route(user_id)?, restarted))
+    })
+    .and_then(|(route, restarted)| {
+        Ok(RecoveredRoute {
+            route: views::route(route)?,
+            restarted,
+        })
+    })
 }
 
 pub fn volume_snapshots(user_id: &str) -> Result<Vec<VolumeSnapshot>, InstanceError> {
-    let context = Context::open()?;
-    let record = provisioned(
-        context
-            .store()
-            .load(user_id)?
-            .map(|snapshot| snapshot.record),
-    )?;
-    let Some(volume_id) = record.fly_volume_id.clone() else {
-        return Ok(Vec::new());
-    };
-    let app = app_name(&record)?;
-    let mut snapshots = context
-        .fly
-        .list_volume_snapshots(&app, &volume_id)
-        .map_err(|e| errors::from_fly(&e))?;
+    let mut snapshots = with_instances(|instances| instances.volume_snapshots(user_id))?;
     snapshots.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     Ok(snapshots
         .into_iter()
@@ -170,43 +120,14 @@ pub fn volume_snapshots(user_id: &str) -> Result<Vec<VolumeSnapshot>, InstanceEr
         .collect())
 }
 
-fn lifecycle_pending(operation: &str) -> InstanceError {
-    InstanceError::Internal(format!(
-        "{operation}: lifecycle operations are not wired to the core yet"
-    ))
-}
-
-pub fn provision(_user_id: &str, _body: &[u8]) -> Result<String, InstanceError> {
-    Err(lifecycle_pending("provision"))
-}
-
-pub fn start(_user_id: &str) -> Result<(), InstanceError> {
-    Err(lifecycle_pending("start"))
-}
-
-pub fn stop(_user_id: &str) -> Result<(), InstanceError> {
-    Err(lifecycle_pending("stop"))
-}
-
-pub fn destroy(_user_id: &str) -> Result<DestroyOutcome, InstanceError> {
-    Err(lifecycle_pending("destroy"))
-}
-
-pub fn restart(_user_id: &str) -> Result<(), InstanceError> {
-    Err(lifecycle_pending("restart"))
-}
-
-pub fn recover_route(
-    _user_id: &str,
-    _failed_machine_id: &str,
-) -> Result<RecoveredRoute, InstanceError> {
-    Err(lifecycle_pending("recover-route"))
+fn reconciler_pending(operation: &str) -> InstanceError {
+    InstanceError::Internal(format!("{operation}: the core reconciler is not wired yet"))
 }
 
 pub fn reconcile(_user_id: &str) -> Result<ReconcileOutcome, InstanceError> {
-    Err(lifecycle_pending("reconcile"))
+    Err(reconciler_pending("reconcile"))
 }
 
 pub fn reconcile_due(_budget_ms: u32) -> Result<ReconcileSummary, InstanceError> {
-    Err(lifecycle_pending("reconcile-due"))
+    Err(reconciler_pending("reconcile-due"))
 }
