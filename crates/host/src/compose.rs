@@ -50,10 +50,14 @@ pub fn dependency_matches(key: &str, import: &str) -> bool {
 }
 
 /// Composes `main` with its dependencies (bytes already read) and returns the new component.
-pub fn compose(main: &[u8], dependencies: &[(Dependency, Vec<u8>)]) -> Result<Vec<u8>, ComposeError> {
+pub fn compose(
+    main: &[u8],
+    dependencies: &[(Dependency, Vec<u8>)],
+) -> Result<Vec<u8>, ComposeError> {
     let mut graph = CompositionGraph::new();
-    let main_package = Package::from_bytes("root:component", None, main.to_vec(), graph.types_mut())
-        .map_err(|e| ComposeError(format!("main component: {e:#}")))?;
+    let main_package =
+        Package::from_bytes("root:component", None, main.to_vec(), graph.types_mut())
+            .map_err(|e| ComposeError(format!("main component: {e:#}")))?;
     let main_world = &graph.types()[main_package.ty()];
     let main_imports: Vec<String> = main_world.imports.keys().cloned().collect();
     let main_exports: Vec<String> = main_world.exports.keys().cloned().collect();
@@ -89,7 +93,10 @@ pub fn compose(main: &[u8], dependencies: &[(Dependency, Vec<u8>)]) -> Result<Ve
             [] => continue,
             [one] => *one,
             many => {
-                let names: Vec<&str> = many.iter().map(|i| dependencies[*i].0.name.as_str()).collect();
+                let names: Vec<&str> = many
+                    .iter()
+                    .map(|i| dependencies[*i].0.name.as_str())
+                    .collect();
                 return Err(ComposeError(format!(
                     "import `{import}` is matched by more than one dependency: {}",
                     names.join(", ")

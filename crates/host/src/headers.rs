@@ -35,7 +35,10 @@ pub fn spin_headers(
         ("spin-client-addr".to_string(), client.to_string()),
     ];
     for (name, value) in &matched.named {
-        let header_name = name.to_ascii_uppercase().replace('_', "-").to_ascii_lowercase();
+        let header_name = name
+            .to_ascii_uppercase()
+            .replace('_', "-")
+            .to_ascii_lowercase();
         out.push((format!("spin-path-match-{header_name}"), value.clone()));
     }
     out
@@ -59,7 +62,9 @@ pub fn apply(headers: &mut HeaderMap, computed: Vec<(String, String)>) {
             (Ok(n), Ok(v)) => {
                 headers.insert(n, v);
             }
-            _ => tracing::warn!(tag = "headers", header = %name, "value not representable; header skipped"),
+            _ => {
+                tracing::warn!(tag = "headers", header = %name, "value not representable; header skipped")
+            }
         }
     }
 }
@@ -104,8 +109,14 @@ mod tests {
         let router = Router::build([(0, "/:path_segment")]).expect("route");
         let m = router.route("/x").expect("match");
         let h = spin_headers("http", None, "/x", &m, "127.0.0.1:1".parse().expect("addr"));
-        assert!(h.iter().any(|(k, v)| k == "spin-path-match-path-segment" && v == "x"));
-        assert!(h.iter().any(|(k, v)| k == "spin-full-url" && v == "http://localhost/x"));
+        assert!(
+            h.iter()
+                .any(|(k, v)| k == "spin-path-match-path-segment" && v == "x")
+        );
+        assert!(
+            h.iter()
+                .any(|(k, v)| k == "spin-full-url" && v == "http://localhost/x")
+        );
         let mut headers = HeaderMap::new();
         headers.insert("spin-client-addr", HeaderValue::from_static("6.6.6.6:6"));
         headers.insert("spin-evil", HeaderValue::from_static("1"));

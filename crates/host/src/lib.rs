@@ -246,7 +246,8 @@ fn component_bytes(manifest: &Manifest, id: &str) -> Result<Vec<u8>, LoadError> 
         .get(id)
         .ok_or_else(|| component_error(id, "no such component"))?;
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| component_error(id, format!("cannot read {}: {e}", path.display())))
+        std::fs::read(path)
+            .map_err(|e| component_error(id, format!("cannot read {}: {e}", path.display())))
     };
     let main = read(&component.source)?;
     if component.dependencies.is_empty() {
@@ -260,7 +261,9 @@ fn component_bytes(manifest: &Manifest, id: &str) -> Result<Vec<u8>, LoadError> 
                 .components
                 .get(other)
                 .map(|c| c.source.clone())
-                .ok_or_else(|| component_error(id, format!("unknown dependency component `{other}`")))?,
+                .ok_or_else(|| {
+                    component_error(id, format!("unknown dependency component `{other}`"))
+                })?,
         };
         dependencies.push((dependency.clone(), read(&path)?));
     }
@@ -391,9 +394,13 @@ impl App {
                 .instantiate_pre(&compiled)
                 .map_err(|e| component_error(id, format!("link: {e:#}")))?;
             if *is_http {
-                let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).map_err(|e| {
-                    component_error(id, format!("does not export wasi:http/incoming-handler@0.2: {e:#}"))
-                })?;
+                let proxy =
+                    wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).map_err(|e| {
+                        component_error(
+                            id,
+                            format!("does not export wasi:http/incoming-handler@0.2: {e:#}"),
+                        )
+                    })?;
                 http_components.insert(
                     id.clone(),
                     HttpComponent {
@@ -404,26 +411,29 @@ impl App {
             }
             if *is_cron {
                 let cron = bindings::cron::CronGuestPre::new(pre.clone()).map_err(|e| {
-                    component_error(id, format!("does not export handle-cron-event (fermyon:spin-cron@2.0.0): {e:#}"))
+                    component_error(
+                        id,
+                        format!(
+                            "does not export handle-cron-event (fermyon:spin-cron@2.0.0): {e:#}"
+                        ),
+                    )
                 })?;
                 cron_components.insert(id.clone(), CronComponent { runtime, pre: cron });
             }
         }
 
-        let router = routes::Router::build(
-            manifest
-                .http_triggers
-                .iter()
-                .enumerate()
-                .filter_map(|(i, t)| match &t.route {
-                    Route::Path(p) => Some((i, p.as_str())),
-                    Route::Private => None,
-                }),
-        )
-        .map_err(|e| LoadError::Manifest(manifest::ManifestError::Invalid {
-            item: "trigger.http".into(),
-            reason: e,
-        }))?;
+        let router = routes::Router::build(manifest.http_triggers.iter().enumerate().filter_map(
+            |(i, t)| match &t.route {
+                Route::Path(p) => Some((i, p.as_str())),
+                Route::Private => None,
+            },
+        ))
+        .map_err(|e| {
+            LoadError::Manifest(manifest::ManifestError::Invalid {
+                item: "trigger.http".into(),
+                reason: e,
+            })
+        })?;
 
         tracing::info!(
             tag = "load",
@@ -456,8 +466,9 @@ impl App {
         files_root: &Path,
     ) -> Result<ComponentRuntime, LoadError> {
         let id = &component.id;
-        let component_variables = variables::ComponentVariables::render(&component.variables, app_variables)
-            .map_err(|e| component_error(id, e))?;
+        let component_variables =
+            variables::ComponentVariables::render(&component.variables, app_variables)
+                .map_err(|e| component_error(id, e))?;
         let mut hosts = Vec::new();
         for entry in &component.allowed_outbound_hosts {
             let rendered = variables::Template::parse(entry)
@@ -499,7 +510,11 @@ impl App {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(trigger::http::serve(self.inner.clone(), listener, stopped.clone()));
+        tasks.spawn(trigger::http::serve(
+            self.inner.clone(),
+            listener,
+            stopped.clone(),
+        ));
         if self.inner.cron_enabled && !self.inner.cron_components.is_empty() {
             tasks.spawn(trigger::cron::run_schedules(self.inner.clone(), stopped));
         }

@@ -151,7 +151,9 @@ impl RuntimeConfig {
         let mut key_value_stores = BTreeMap::new();
         for (label, store) in raw.key_value_store {
             let config = match store {
-                RawStore::Spin { path: Some(p) } => KeyValueStoreConfig::Sqlite { path: resolve(&p) },
+                RawStore::Spin { path: Some(p) } => {
+                    KeyValueStoreConfig::Sqlite { path: resolve(&p) }
+                }
                 RawStore::Spin { path: None } | RawStore::Memory {} => KeyValueStoreConfig::Memory,
                 RawStore::Redis { url, prefix } => KeyValueStoreConfig::Redis {
                     url,
@@ -191,19 +193,31 @@ mod tests {
         .expect("valid");
         assert_eq!(
             c.key_value_stores["default"],
-            KeyValueStoreConfig::Sqlite { path: PathBuf::from("/cfg/kv.db") }
+            KeyValueStoreConfig::Sqlite {
+                path: PathBuf::from("/cfg/kv.db")
+            }
         );
         assert_eq!(c.key_value_stores["m"], KeyValueStoreConfig::Memory);
-        assert!(matches!(c.key_value_stores["r"], KeyValueStoreConfig::Redis { .. }));
+        assert!(matches!(
+            c.key_value_stores["r"],
+            KeyValueStoreConfig::Redis { .. }
+        ));
     }
 
     #[test]
     fn unknown_keys_fail() {
-        let err = RuntimeConfig::parse("[sqlite_database.default]\ntype = \"spin\"\n", Path::new("/"))
-            .expect_err("unsupported");
+        let err = RuntimeConfig::parse(
+            "[sqlite_database.default]\ntype = \"spin\"\n",
+            Path::new("/"),
+        )
+        .expect_err("unsupported");
         assert!(err.contains("sqlite_database"), "{err}");
         assert!(
-            RuntimeConfig::parse("[key_value_store.x]\ntype = \"azure_cosmos\"\n", Path::new("/")).is_err()
+            RuntimeConfig::parse(
+                "[key_value_store.x]\ntype = \"azure_cosmos\"\n",
+                Path::new("/")
+            )
+            .is_err()
         );
     }
 }

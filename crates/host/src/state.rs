@@ -36,10 +36,7 @@ pub struct InstanceState {
 
 impl InstanceState {
     /// Fresh state for one instance of `component`.
-    pub fn new(
-        component: Arc<ComponentRuntime>,
-        client: crate::outbound::OutboundClient,
-    ) -> Self {
+    pub fn new(component: Arc<ComponentRuntime>, client: crate::outbound::OutboundClient) -> Self {
         Self {
             wasi: component.wasi.build_ctx(&component.id),
             http: WasiHttpCtx::new(),

@@ -145,9 +145,10 @@ pub fn resolve(
         let from_providers = || {
             sources.providers.iter().find_map(|p| match p {
                 VariablesProvider::Static { values } => values.get(name).cloned(),
-                VariablesProvider::Env { prefix } => {
-                    (sources.env)(&format!("{}_{upper}", prefix.as_deref().unwrap_or("SPIN_VARIABLE")))
-                }
+                VariablesProvider::Env { prefix } => (sources.env)(&format!(
+                    "{}_{upper}",
+                    prefix.as_deref().unwrap_or("SPIN_VARIABLE")
+                )),
             })
         };
         let value = from_override
@@ -252,7 +253,11 @@ mod tests {
         let none: [VariablesProvider; 0] = [];
         let r = resolve(
             &m,
-            &VariableSources { overrides: &[], providers: &none, env: &env },
+            &VariableSources {
+                overrides: &[],
+                providers: &none,
+                env: &env,
+            },
         )
         .expect("resolves");
         assert_eq!(r.get("api_key"), Some("from-env"));
@@ -263,7 +268,11 @@ mod tests {
         let overrides = [("region".to_string(), "cli".to_string())];
         let r = resolve(
             &m,
-            &VariableSources { overrides: &overrides, providers: &providers, env: &env },
+            &VariableSources {
+                overrides: &overrides,
+                providers: &providers,
+                env: &env,
+            },
         )
         .expect("resolves");
         assert_eq!(r.get("api_key"), Some("static"));
@@ -276,7 +285,11 @@ mod tests {
         let none: [VariablesProvider; 0] = [];
         let err = resolve(
             &m,
-            &VariableSources { overrides: &[], providers: &none, env: &|_| None },
+            &VariableSources {
+                overrides: &[],
+                providers: &none,
+                env: &|_| None,
+            },
         )
         .expect_err("api_key missing");
         assert!(err.contains("api_key"), "{err}");

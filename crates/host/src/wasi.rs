@@ -23,7 +23,11 @@ pub struct WasiSetup {
 
 impl WasiSetup {
     /// Prepares environment and files for a component; `staging_root` is wiped and refilled.
-    pub fn prepare(component: &Component, base_dir: &Path, staging_root: &Path) -> Result<Self, String> {
+    pub fn prepare(
+        component: &Component,
+        base_dir: &Path,
+        staging_root: &Path,
+    ) -> Result<Self, String> {
         let env = component
             .environment
             .iter()
@@ -37,10 +41,16 @@ impl WasiSetup {
         }
         for mount in &component.files {
             match mount {
-                FileMount::Placement { source, destination } if source.is_dir() => {
+                FileMount::Placement {
+                    source,
+                    destination,
+                } if source.is_dir() => {
                     preopens.push((source.clone(), destination.clone()));
                 }
-                FileMount::Placement { source, destination } => {
+                FileMount::Placement {
+                    source,
+                    destination,
+                } => {
                     let target = staging.join(destination.trim_start_matches('/'));
                     copy_file(source, &target)?;
                     staged_any = true;
@@ -140,7 +150,11 @@ impl LineWriter {
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.pending.extend_from_slice(buf);
         while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=pos).collect();

@@ -19,7 +19,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut args = std::env::args().skip(1);
-    let manifest = args.next().context("usage: kiloclaw-host-serve <spin.toml> [options]")?;
+    let manifest = args
+        .next()
+        .context("usage: kiloclaw-host-serve <spin.toml> [options]")?;
     let mut config = HostConfig::new(manifest);
     config.listen = "127.0.0.1:0".parse()?;
     while let Some(flag) = args.next() {

@@ -35,10 +35,13 @@ fn wasi_err(e: super::KvError) -> wasi_kv::Error {
 
 impl InstanceState {
     fn open_bucket(&self, label: &str) -> Option<BucketResource> {
-        self.component.stores.get(label).map(|store| BucketResource {
-            label: label.to_string(),
-            store: store.clone(),
-        })
+        self.component
+            .stores
+            .get(label)
+            .map(|store| BucketResource {
+                label: label.to_string(),
+                store: store.clone(),
+            })
     }
 
     fn bucket(&self, r: &Resource<BucketResource>) -> wasmtime::Result<BucketResource> {

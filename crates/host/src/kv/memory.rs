@@ -49,7 +49,10 @@ impl MemoryStore {
     pub async fn keys(&self) -> Result<Vec<String>, KvError> {
         Ok(self.lock()?.entries.keys().cloned().collect())
     }
-    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+    pub async fn get_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
         let inner = self.lock()?;
         Ok(keys
             .iter()
@@ -95,7 +98,12 @@ impl MemoryStore {
             },
         })
     }
-    pub async fn swap(&self, key: &str, expected: &Snapshot, value: &[u8]) -> Result<(), SwapError> {
+    pub async fn swap(
+        &self,
+        key: &str,
+        expected: &Snapshot,
+        value: &[u8],
+    ) -> Result<(), SwapError> {
         let mut inner = self.lock()?;
         let unchanged = match (inner.entries.get(key), expected.version) {
             (None, None) => expected.value.is_none(),

@@ -116,7 +116,10 @@ impl Store {
     pub async fn keys(&self) -> Result<Vec<String>, KvError> {
         dispatch!(self, s => s.keys().await)
     }
-    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+    pub async fn get_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
         dispatch!(self, s => s.get_many(keys).await)
     }
     pub async fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError> {
@@ -131,7 +134,12 @@ impl Store {
     pub async fn snapshot(&self, key: &str) -> Result<Snapshot, KvError> {
         dispatch!(self, s => s.snapshot(key).await)
     }
-    pub async fn swap(&self, key: &str, expected: &Snapshot, value: &[u8]) -> Result<(), SwapError> {
+    pub async fn swap(
+        &self,
+        key: &str,
+        expected: &Snapshot,
+        value: &[u8],
+    ) -> Result<(), SwapError> {
         dispatch!(self, s => s.swap(key, expected, value).await)
     }
 }
@@ -196,7 +204,10 @@ pub(crate) mod contract {
         store.set("a", b"1").await.expect("set");
         assert_eq!(store.get("a").await.expect("get"), Some(b"1".to_vec()));
         assert!(store.exists("a").await.expect("exists"));
-        store.set_many(&[("b".into(), b"2".to_vec())]).await.expect("set_many");
+        store
+            .set_many(&[("b".into(), b"2".to_vec())])
+            .await
+            .expect("set_many");
         let mut keys = store.keys().await.expect("keys");
         keys.sort();
         assert_eq!(keys, vec!["a".to_string(), "b".to_string()]);
@@ -204,7 +215,10 @@ pub(crate) mod contract {
             .get_many(&["a".into(), "zz".into()])
             .await
             .expect("get_many");
-        assert_eq!(many, vec![("a".into(), Some(b"1".to_vec())), ("zz".into(), None)]);
+        assert_eq!(
+            many,
+            vec![("a".into(), Some(b"1".to_vec())), ("zz".into(), None)]
+        );
         store.delete_many(&["a".into()]).await.expect("delete_many");
         store.delete("b").await.expect("delete");
         assert!(store.keys().await.expect("keys").is_empty());
@@ -215,7 +229,10 @@ pub(crate) mod contract {
         let s1 = store.snapshot("k").await.expect("snap");
         let s2 = store.snapshot("k").await.expect("snap");
         assert_eq!(s1.value, None);
-        store.swap("k", &s1, b"first").await.expect("first creator wins");
+        store
+            .swap("k", &s1, b"first")
+            .await
+            .expect("first creator wins");
         assert!(matches!(
             store.swap("k", &s2, b"second").await,
             Err(SwapError::CasFailed)
@@ -225,7 +242,10 @@ pub(crate) mod contract {
         let fresh = store.snapshot("k").await.expect("snap");
         let stale = store.snapshot("k").await.expect("snap");
         store.swap("k", &fresh, b"v2").await.expect("fresh swap");
-        assert!(matches!(store.swap("k", &stale, b"v3").await, Err(SwapError::CasFailed)));
+        assert!(matches!(
+            store.swap("k", &stale, b"v3").await,
+            Err(SwapError::CasFailed)
+        ));
         // Deleted key: a snapshot of the old value loses.
         let before_delete = store.snapshot("k").await.expect("snap");
         store.delete("k").await.expect("delete");

@@ -31,7 +31,9 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -112,7 +114,10 @@ impl RedisStore {
         out.dedup();
         Ok(out)
     }
-    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+    pub async fn get_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -154,7 +159,12 @@ impl RedisStore {
             version: None,
         })
     }
-    pub async fn swap(&self, key: &str, expected: &Snapshot, value: &[u8]) -> Result<(), SwapError> {
+    pub async fn swap(
+        &self,
+        key: &str,
+        expected: &Snapshot,
+        value: &[u8],
+    ) -> Result<(), SwapError> {
         let mut c = self.connection.clone();
         let mut invocation = self.swap.key(self.key(key));
         match &expected.value {
@@ -186,6 +196,9 @@ mod tests {
         let store = Store::Redis(Arc::new(store));
         contract::basic_crud(&store).await;
         contract::cas_semantics(&store).await;
-        store.delete_many(&["k".into(), "n".into()]).await.expect("cleanup");
+        store
+            .delete_many(&["k".into(), "n".into()])
+            .await
+            .expect("cleanup");
     }
 }

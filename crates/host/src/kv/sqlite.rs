@@ -43,8 +43,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and the table.
     pub fn open(path: &Path, label: &str) -> Result<Self, KvError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| KvError::Backend(format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                KvError::Backend(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
         let connection = Connection::open(path)
             .map_err(|e| KvError::Backend(format!("cannot open {}: {e}", path.display())))?;
@@ -119,7 +120,8 @@ impl SqliteStore {
 
     pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
         let (key, value) = (key.to_string(), value.to_vec());
-        self.with(move |c, store| upsert(c, store, &key, &value)).await
+        self.with(move |c, store| upsert(c, store, &key, &value))
+            .await
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
@@ -152,7 +154,10 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+    pub async fn get_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
         let keys = keys.to_vec();
         self.with(move |c, store| {
             let tx = c.transaction().map_err(backend)?;
@@ -259,7 +264,12 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn swap(&self, key: &str, expected: &Snapshot, value: &[u8]) -> Result<(), SwapError> {
+    pub async fn swap(
+        &self,
+        key: &str,
+        expected: &Snapshot,
+        value: &[u8],
+    ) -> Result<(), SwapError> {
         let (key, expected, value) = (key.to_string(), expected.clone(), value.to_vec());
         let changed = self
             .with(move |c, store| {
@@ -293,7 +303,9 @@ impl SqliteStore {
 
 fn has_version_column(c: &Connection) -> Result<bool, KvError> {
     let mut statement = c
-        .prepare("SELECT COUNT(*) FROM pragma_table_info('spin_key_value') WHERE name = 'kc_version'")
+        .prepare(
+            "SELECT COUNT(*) FROM pragma_table_info('spin_key_value') WHERE name = 'kc_version'",
+        )
         .map_err(backend)?;
     let count: i64 = statement.query_row([], |r| r.get(0)).map_err(backend)?;
     Ok(count > 0)
@@ -334,7 +346,10 @@ mod tests {
         let snap = a.snapshot("k").await.expect("snap");
         a.set("k", b"y").await.expect("set");
         a.set("k", b"x").await.expect("set back");
-        assert!(matches!(a.swap("k", &snap, b"z").await, Err(SwapError::CasFailed)));
+        assert!(matches!(
+            a.swap("k", &snap, b"z").await,
+            Err(SwapError::CasFailed)
+        ));
         assert_eq!(b.get("k").await.expect("get"), None);
     }
 
@@ -362,6 +377,9 @@ mod tests {
         .expect("spin insert");
         assert_eq!(s.get("s").await.expect("get"), Some(vec![1]));
         s.set("bad", b"abc").await.expect("set");
-        assert!(matches!(s.increment("bad", 1).await, Err(KvError::Invalid(_))));
+        assert!(matches!(
+            s.increment("bad", 1).await,
+            Err(KvError::Invalid(_))
+        ));
     }
 }

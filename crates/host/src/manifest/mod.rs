@@ -410,7 +410,9 @@ fn validate_component(
             };
             return Err(invalid(
                 format!("{item}.source"),
-                format!("{form} sources are not supported by this host; build the component and give a local path"),
+                format!(
+                    "{form} sources are not supported by this host; build the component and give a local path"
+                ),
             ));
         }
     };
@@ -611,7 +613,10 @@ fn check_dependency_has_no_resources(id: &str, c: &RawComponent) -> Result<(), S
     let offending: Vec<&str> = [
         ("ai_models", !c.ai_models.is_empty()),
         ("allowed_http_hosts", !c.allowed_http_hosts.is_empty()),
-        ("allowed_outbound_hosts", !c.allowed_outbound_hosts.is_empty()),
+        (
+            "allowed_outbound_hosts",
+            !c.allowed_outbound_hosts.is_empty(),
+        ),
         ("dependencies", !c.dependencies.is_empty()),
         ("environment", !c.environment.is_empty()),
         ("files", !c.files.is_empty()),
@@ -658,8 +663,12 @@ mod tests {
         ))
         .expect_err("both set");
         assert!(err.to_string().contains("variables.x"), "{err}");
-        let err = parse(&format!("{HEAD}[variables]\nx = {{ secret = true }}\n")).expect_err("none");
-        assert!(err.to_string().contains("must be `required` OR have a `default`"));
+        let err =
+            parse(&format!("{HEAD}[variables]\nx = {{ secret = true }}\n")).expect_err("none");
+        assert!(
+            err.to_string()
+                .contains("must be `required` OR have a `default`")
+        );
     }
 
     #[test]
@@ -684,11 +693,12 @@ mod tests {
     #[test]
     fn kebab_ids() {
         assert!(validate_kebab_id("router").is_ok());
-        assert!(validate_kebab_id("my-COMP-2x").is_ok());
+        assert!(validate_kebab_id("my-COMP-x2").is_ok());
         assert!(validate_kebab_id("My-comp").is_err());
         assert!(validate_kebab_id("a_b").is_err());
         assert!(validate_kebab_id("1a").is_err());
         assert!(validate_kebab_id("a--b").is_err());
+        assert!(validate_kebab_id("a-2x").is_err());
     }
 
     #[test]
@@ -719,7 +729,10 @@ mod tests {
             "{HEAD}[component.a]\nsource = \"a.wasm\"\n[component.a.dependencies]\n\"x:y/z\" = {{ component = \"b\" }}\n[component.b]\nsource = \"b.wasm\"\nkey_value_stores = [\"default\"]\n"
         ))
         .expect_err("dependency with resources");
-        assert!(err.to_string().contains("may not have their own resources"), "{err}");
+        assert!(
+            err.to_string().contains("may not have their own resources"),
+            "{err}"
+        );
         assert!(err.to_string().contains("key_value_stores"), "{err}");
     }
 
@@ -738,6 +751,10 @@ mod tests {
             "{HEAD}[component.a]\nsource = \"a.wasm\"\nallowed_outbound_hosts = [\"example.com\"]\n"
         ))
         .expect_err("scheme required");
-        assert!(err.to_string().contains("component.a.allowed_outbound_hosts"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("component.a.allowed_outbound_hosts"),
+            "{err}"
+        );
     }
 }

@@ -65,7 +65,14 @@ pub(crate) async fn run_once(app: &Arc<AppInner>, component: &str) -> Result<(),
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(()) => {
-            tracing::info!(tag = "cron", component, action = "tick", outcome = "ok", timestamp, duration_ms);
+            tracing::info!(
+                tag = "cron",
+                component,
+                action = "tick",
+                outcome = "ok",
+                timestamp,
+                duration_ms
+            );
             Ok(())
         }
         Err(cron_types::Error::Other(message)) => Err(CronError::Guest {
@@ -76,7 +83,10 @@ pub(crate) async fn run_once(app: &Arc<AppInner>, component: &str) -> Result<(),
 }
 
 /// Runs every cron trigger until `shutdown` fires.
-pub(crate) async fn run_schedules(app: Arc<AppInner>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn run_schedules(
+    app: Arc<AppInner>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for trigger in app.manifest.cron_triggers.clone() {
         let app = app.clone();

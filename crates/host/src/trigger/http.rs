@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// How long in-flight requests may run after shutdown starts.
@@ -89,7 +89,11 @@ pub(crate) async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!(tag = "http", action = "shutdown", reason = "grace period over; in-flight requests dropped");
+        tracing::warn!(
+            tag = "http",
+            action = "shutdown",
+            reason = "grace period over; in-flight requests dropped"
+        );
     }
 }
 
@@ -160,7 +164,8 @@ async fn dispatch(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let computed = crate::headers::spin_headers("http", host.as_deref(), &path_and_query, &matched, client);
+    let computed =
+        crate::headers::spin_headers("http", host.as_deref(), &path_and_query, &matched, client);
     crate::headers::apply(&mut parts.headers, computed);
     // wasi:http reads the authority from the URI; rebuild it as Spin's `set_req_uri` does.
     let authority = host
@@ -191,7 +196,11 @@ async fn dispatch(
         InstanceState::new(prepared.runtime.clone(), app.outbound.clone()),
     );
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let incoming = match store.data_mut().http().new_incoming_request(Scheme::Http, req) {
+    let incoming = match store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(tag = "http", component = %component_id, error = %e, "cannot create the incoming request");

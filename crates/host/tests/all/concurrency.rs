@@ -56,7 +56,11 @@ impl HostProcess {
             .strip_prefix("kiloclaw-host: ready on ")
             .unwrap_or_else(|| panic!("unexpected first line: {ready}"))
             .to_string();
-        Self { base, child, stderr }
+        Self {
+            base,
+            child,
+            stderr,
+        }
     }
 
     /// Closes stdin (the child shuts down gracefully) and returns its log.
@@ -85,15 +89,33 @@ async fn two_processes_on_one_sqlite_file_and_redis_lose_no_update() {
         ],
     );
     let rc = s.dir.path().join("runtime-config.toml");
-    let a = HostProcess::spawn(&s.config.manifest_path, &s.dir.path().join("state-a"), Some(&rc), &[], &[]).await;
-    let b = HostProcess::spawn(&s.config.manifest_path, &s.dir.path().join("state-b"), Some(&rc), &[], &[]).await;
+    let a = HostProcess::spawn(
+        &s.config.manifest_path,
+        &s.dir.path().join("state-a"),
+        Some(&rc),
+        &[],
+        &[],
+    )
+    .await;
+    let b = HostProcess::spawn(
+        &s.config.manifest_path,
+        &s.dir.path().join("state-b"),
+        Some(&rc),
+        &[],
+        &[],
+    )
+    .await;
     let client = reqwest::Client::new();
     const CLIENTS: usize = 12;
     const PER_CLIENT: usize = 15;
     for store in ["default", "redis"] {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..CLIENTS {
-            let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+            let base = if i % 2 == 0 {
+                a.base.clone()
+            } else {
+                b.base.clone()
+            };
             let client = client.clone();
             let url = format!("{base}/?op=cas-incr&store={store}&key=shared-counter");
             let incr = format!("{base}/?op=incr&store={store}&key=atomic-counter&delta=1");
@@ -124,21 +146,44 @@ async fn two_processes_on_one_sqlite_file_and_redis_lose_no_update() {
         let expected = (CLIENTS * PER_CLIENT).to_string();
         let read = |path: String| {
             let client = client.clone();
-            async move { client.get(path).send().await.expect("request").text().await.expect("body") }
+            async move {
+                client
+                    .get(path)
+                    .send()
+                    .await
+                    .expect("request")
+                    .text()
+                    .await
+                    .expect("body")
+            }
         };
         assert_eq!(
-            read(format!("{}/?op=kv-get&store={store}&key=shared-counter", a.base)).await,
+            read(format!(
+                "{}/?op=kv-get&store={store}&key=shared-counter",
+                a.base
+            ))
+            .await,
             expected,
             "CAS counter on {store} lost updates"
         );
         assert_eq!(
-            read(format!("{}/?op=incr&store={store}&key=atomic-counter&delta=0", b.base)).await,
+            read(format!(
+                "{}/?op=incr&store={store}&key=atomic-counter&delta=0",
+                b.base
+            ))
+            .await,
             expected,
             "increment counter on {store} lost updates"
         );
-        assert!(retries > 0, "the test must actually produce CAS conflicts on {store}");
+        assert!(
+            retries > 0,
+            "the test must actually produce CAS conflicts on {store}"
+        );
     }
     a.stop().await;
     let log = b.stop().await;
-    assert!(log.contains("\"tag\":\"access\""), "JSON access log expected: {log}");
+    assert!(
+        log.contains("\"tag\":\"access\""),
+        "JSON access log expected: {log}"
+    );
 }

@@ -10,7 +10,10 @@ async fn run_cron_once_calls_handle_cron_event() {
     let host = s.start().await;
     host.app.run_cron_once("ticker").await.expect("tick");
     host.app.run_cron_once("ticker").await.expect("tick");
-    assert_eq!(host.get("/?op=incr&key=ticks&delta=0").await, (200, "2".into()));
+    assert_eq!(
+        host.get("/?op=incr&key=ticks&delta=0").await,
+        (200, "2".into())
+    );
     let (status, ts) = host.get("/?op=kv-get&key=last-timestamp").await;
     assert_eq!(status, 200);
     let ts: u64 = ts.parse().expect("timestamp");
@@ -37,7 +40,10 @@ async fn schedule_ticks_every_second_while_serving() {
         if body.parse::<i64>().unwrap_or(0) >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "fewer than 2 ticks in 10 s (last: {body})");
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 2 ticks in 10 s (last: {body})"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     host.stop().await;

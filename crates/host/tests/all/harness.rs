@@ -32,7 +32,14 @@ pub fn guests() -> &'static Path {
         let manifest = crate_dir().join("tests/guests/Cargo.toml");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release", "--manifest-path"])
+            .args([
+                "build",
+                "--quiet",
+                "--target",
+                "wasm32-wasip2",
+                "--release",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
@@ -90,7 +97,10 @@ impl Scenario {
 
     /// Loads and serves; panics with the load error.
     pub async fn start(&self) -> Running {
-        let app = self.load().await.unwrap_or_else(|e| panic!("load failed: {e}"));
+        let app = self
+            .load()
+            .await
+            .unwrap_or_else(|e| panic!("load failed: {e}"));
         let server = app.bind_and_serve().await.expect("bind");
         Running {
             base: format!("http://{}", server.local_addr()),

@@ -6,7 +6,9 @@ use kiloclaw_host::LoadError;
 
 fn with_required(s: &mut Scenario) {
     s.config.variables.push(("api_key".into(), "s3cr3t".into()));
-    s.config.variables.push(("from_env".into(), "override".into()));
+    s.config
+        .variables
+        .push(("from_env".into(), "override".into()));
 }
 
 #[tokio::test]
@@ -15,8 +17,14 @@ async fn component_variables_render_templates() {
     with_required(&mut s);
     s.config.variables.push(("region".into(), "fra".into()));
     let host = s.start().await;
-    assert_eq!(host.get("/?op=var&name=greeting").await, (200, "hello, friend".into()));
-    assert_eq!(host.get("/?op=var&name=api_key").await, (200, "s3cr3t".into()));
+    assert_eq!(
+        host.get("/?op=var&name=greeting").await,
+        (200, "hello, friend".into())
+    );
+    assert_eq!(
+        host.get("/?op=var&name=api_key").await,
+        (200, "s3cr3t".into())
+    );
     assert_eq!(
         host.get("/?op=var&name=endpoint").await,
         (200, "https://fra.example.com".into())
@@ -43,7 +51,11 @@ async fn environment_and_files_as_spin_gives_them() {
     with_required(&mut s);
     let host = s.start().await;
     assert_eq!(host.get("/?op=env&name=MODE").await, (200, "test".into()));
-    assert_eq!(host.get("/?op=env&name=HOME").await.0, 404, "host env must not leak");
+    assert_eq!(
+        host.get("/?op=env&name=HOME").await.0,
+        404,
+        "host env must not leak"
+    );
     assert_eq!(
         host.get("/?op=file&path=/assets/a.txt").await,
         (200, "asset content\n".into())
@@ -76,7 +88,10 @@ async fn spin_variable_env_provider_in_a_real_process() {
         &s.config.manifest_path,
         &s.dir.path().join(".spin"),
         None,
-        &[("SPIN_VARIABLE_FROM_ENV", "from-the-env"), ("SPIN_VARIABLE_API_KEY", "env-key")],
+        &[
+            ("SPIN_VARIABLE_FROM_ENV", "from-the-env"),
+            ("SPIN_VARIABLE_API_KEY", "env-key"),
+        ],
         &["--variable", "api_key=cli-wins"],
     )
     .await;
@@ -84,10 +99,48 @@ async fn spin_variable_env_provider_in_a_real_process() {
     let get = |name: &'static str| {
         let client = client.clone();
         let url = format!("{}/?op=var&name={name}", child.base);
-        async move { client.get(url).send().await.expect("request").text().await.expect("body") }
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .expect("request")
+                .text()
+                .await
+                .expect("body")
+        }
     };
     assert_eq!(get("from_env").await, "from-the-env");
     assert_eq!(get("api_key").await, "cli-wins");
+    let printed = client
+        .get(format!("{}/?op=print&msg=hello-from-guest", child.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(printed.status().as_u16(), 200);
     let log = child.stop().await;
-    assert!(!log.contains("cli-wins") && !log.contains("env-key"), "secret leaked into the log");
+    let guest_line = log
+        .lines()
+        .find(|l| l.contains("hello-from-guest") && l.contains("\"stream\":\"stdout\""))
+        .unwrap_or_else(|| panic!("guest stdout missing from the host log: {log}"));
+    assert!(
+        guest_line.contains("\"component\":\"probe\""),
+        "{guest_line}"
+    );
+    let access = log
+        .lines()
+        .find(|l| l.contains("\"tag\":\"access\"") && l.contains("\"status\":200"))
+        .unwrap_or_else(|| panic!("no access-log line: {log}"));
+    for field in [
+        "\"method\":\"GET\"",
+        "\"path\":\"/\"",
+        "\"component\":\"probe\"",
+        "duration_ms",
+    ] {
+        assert!(access.contains(field), "{field} missing in {access}");
+    }
+    assert!(
+        !log.contains("cli-wins") && !log.contains("env-key"),
+        "secret leaked into the log"
+    );
 }
