@@ -96,6 +96,12 @@ pub struct FlySimArgs {
     /// Address the simulator listens on (Machines API, Fly Proxy and admin API share it).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4280")]
     pub listen: SocketAddr,
+    /// Keep machines, volumes and volume files here across restarts [default: in memory]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Accept any non-empty API token instead of only the local one.
+    #[arg(long)]
+    pub any_token: bool,
 }
 
 /// `kiloclaw compose`.

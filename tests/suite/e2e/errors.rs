@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::system::{FlyFault, System};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_routes_need_a_valid_jwt() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let user = "user-401";
@@ -15,95 +15,180 @@ async fn user_routes_need_a_valid_jwt() -> anyhow::Result<()> {
     sys.start(user).await?;
 
     // No credentials at all.
-    for path in ["/", "/api/kiloclaw/status", "/api/kiloclaw/config", "/anything?x=1"] {
+    for path in [
+        "/",
+        "/api/kiloclaw/status",
+        "/api/kiloclaw/config",
+        "/anything?x=1",
+    ] {
         sys.send(sys.request(Method::GET, path))
             .await?
             .expect_json(401, json!({"error": "Authentication required"}))?;
     }
     // A non-Bearer Authorization header does not count either.
-    sys.send(sys.request(Method::GET, "/").header("authorization", "Basic dXNlcjpwYXNz"))
-        .await?
-        .expect_json(401, json!({"error": "Authentication required"}))?;
+    sys.send(
+        sys.request(Method::GET, "/")
+            .header("authorization", "Basic dXNlcjpwYXNz"),
+    )
+    .await?
+    .expect_json(401, json!({"error": "Authentication required"}))?;
 
     // Tokens that are presented but unacceptable: 401 with a message, never the token.
     let now = System::now_s();
     let cases = [
-        ("wrong key", sys.token_signed_with(b"another-secret-of-at-least-32-bytes!!", json!({"kiloUserId": user, "version": 3, "iat": now, "exp": now + 300}))?),
-        ("expired", sys.token_with_claims(json!({"kiloUserId": user, "version": 3, "iat": now - 600, "exp": now - 300}))?),
-        ("old version", sys.token_with_claims(json!({"kiloUserId": user, "version": 2, "iat": now, "exp": now + 300}))?),
-        ("no user", sys.token_with_claims(json!({"version": 3, "iat": now, "exp": now + 300}))?),
+        (
+            "wrong key",
+            sys.token_signed_with(
+                b"another-secret-of-at-least-32-bytes!!",
+                json!({"kiloUserId": user, "version": 3, "iat": now, "exp": now + 300}),
+            )?,
+        ),
+        (
+            "expired",
+            sys.token_with_claims(
+                json!({"kiloUserId": user, "version": 3, "iat": now - 600, "exp": now - 300}),
+            )?,
+        ),
+        (
+            "old version",
+            sys.token_with_claims(
+                json!({"kiloUserId": user, "version": 2, "iat": now, "exp": now + 300}),
+            )?,
+        ),
+        (
+            "no user",
+            sys.token_with_claims(json!({"version": 3, "iat": now, "exp": now + 300}))?,
+        ),
         ("garbage", "not.a.jwt".to_owned()),
     ];
     for (what, token) in cases {
-        let reply = sys.send(sys.request(Method::GET, "/").bearer_auth(&token)).await?;
+        let reply = sys
+            .send(sys.request(Method::GET, "/").bearer_auth(&token))
+            .await?;
         let body = reply.expect(401)?;
         let message = body["error"].as_str().unwrap_or_default();
         ensure!(!message.is_empty(), "{what}: 401 without a message: {body}");
-        ensure!(!message.contains(&token), "{what}: the error echoes the token");
-        ensure!(body.as_object().is_some_and(|o| o.len() == 1), "{what}: only `error`: {body}");
+        ensure!(
+            !message.contains(&token),
+            "{what}: the error echoes the token"
+        );
+        ensure!(
+            body.as_object().is_some_and(|o| o.len() == 1),
+            "{what}: only `error`: {body}"
+        );
     }
 
     // The valid token passes (the same request reaches the machine).
-    sys.send(sys.as_user(user, Method::GET, "/")?).await?.expect_echo(200)?;
+    sys.send(sys.as_user(user, Method::GET, "/")?)
+        .await?
+        .expect_echo(200)?;
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_routes_need_the_internal_key() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let body = r#"{"userId":"user-403"}"#;
     for key in [None, Some("wrong-key"), Some("")] {
-        let reply = sys.platform_raw(Method::POST, "/api/platform/provision", body, key).await?;
+        let reply = sys
+            .platform_raw(Method::POST, "/api/platform/provision", body, key)
+            .await?;
         reply.expect_json(403, json!({"error": "Forbidden"}))?;
-        let reply = sys.platform_raw(Method::GET, "/api/platform/status?userId=user-403", "", key).await?;
+        let reply = sys
+            .platform_raw(Method::GET, "/api/platform/status?userId=user-403", "", key)
+            .await?;
         reply.expect_json(403, json!({"error": "Forbidden"}))?;
     }
     // A user JWT does not open platform routes.
     let reply = sys
-        .send(sys.as_user("user-403", Method::GET, "/api/platform/status?userId=user-403")?)
+        .send(sys.as_user(
+            "user-403",
+            Method::GET,
+            "/api/platform/status?userId=user-403",
+        )?)
         .await?;
     reply.expect_json(403, json!({"error": "Forbidden"}))?;
     // Nothing was created by the refused calls.
     let status = sys.status("user-403").await?;
-    ensure!(status["userId"].is_null(), "refused provision created state: {status}");
+    ensure!(
+        status["userId"].is_null(),
+        "refused provision created state: {status}"
+    );
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_400_with_field_errors_and_change_nothing() -> anyhow::Result<()> {
     let sys = System::start().await?;
-    sys.platform_raw(Method::POST, "/api/platform/provision", "{not json", Some(sys.internal_key()))
-        .await?
-        .expect_json(400, json!({"error": "Malformed JSON body"}))?;
-    sys.platform_raw(Method::POST, "/api/platform/start", "", Some(sys.internal_key()))
-        .await?
-        .expect_json(400, json!({"error": "Malformed JSON body"}))?;
+    sys.platform_raw(
+        Method::POST,
+        "/api/platform/provision",
+        "{not json",
+        Some(sys.internal_key()),
+    )
+    .await?
+    .expect_json(400, json!({"error": "Malformed JSON body"}))?;
+    sys.platform_raw(
+        Method::POST,
+        "/api/platform/start",
+        "",
+        Some(sys.internal_key()),
+    )
+    .await?
+    .expect_json(400, json!({"error": "Malformed JSON body"}))?;
 
     let invalid = [
         (json!({}), "userId"),
         (json!({"userId": ""}), "userId"),
         (json!({"userId": 42}), "userId"),
-        (json!({"userId": "u-400", "envVars": {"1BAD": "x"}}), "envVars"),
-        (json!({"userId": "u-400", "envVars": {"KILOCLAW_ENC_X": "x"}}), "envVars"),
+        (
+            json!({"userId": "u-400", "envVars": {"1BAD": "x"}}),
+            "envVars",
+        ),
+        (
+            json!({"userId": "u-400", "envVars": {"KILOCLAW_ENC_X": "x"}}),
+            "envVars",
+        ),
         (json!({"userId": "u-400", "envVars": {"OK": 5}}), "envVars"),
-        (json!({"userId": "u-400", "machineSize": {"cpus": "two", "memory_mb": 1024}}), "machineSize"),
+        (
+            json!({"userId": "u-400", "machineSize": {"cpus": "two", "memory_mb": 1024}}),
+            "machineSize",
+        ),
     ];
     for (body, field) in invalid {
-        let reply = sys.platform(Method::POST, "/api/platform/provision", Some(body.clone())).await?;
+        let reply = sys
+            .platform(Method::POST, "/api/platform/provision", Some(body.clone()))
+            .await?;
         let reply_body = reply.expect(400)?;
-        ensure!(reply_body["error"] == "Invalid request", "{body}: {reply_body}");
-        let details = reply_body["details"].as_object().cloned().unwrap_or_default();
         ensure!(
-            details.keys().any(|k| k == field || k.starts_with(&format!("{field}."))),
+            reply_body["error"] == "Invalid request",
+            "{body}: {reply_body}"
+        );
+        let details = reply_body["details"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            details
+                .keys()
+                .any(|k| k == field || k.starts_with(&format!("{field}."))),
             "{body}: details should name {field}: {reply_body}"
         );
         ensure!(
-            details.values().all(|v| v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|m| m.is_string()))),
+            details.values().all(|v| v
+                .as_array()
+                .is_some_and(|a| !a.is_empty() && a.iter().all(|m| m.is_string()))),
             "details are lists of messages: {reply_body}"
         );
     }
-    ensure!(sys.status("u-400").await?["userId"].is_null(), "an invalid provision stored nothing");
-    ensure!(sys.sim().volumes().await?.is_empty(), "an invalid provision created no volume");
+    ensure!(
+        sys.status("u-400").await?["userId"].is_null(),
+        "an invalid provision stored nothing"
+    );
+    ensure!(
+        sys.sim().volumes().await?.is_empty(),
+        "an invalid provision created no volume"
+    );
 
     sys.platform(Method::GET, "/api/platform/status", None)
         .await?
@@ -111,16 +196,26 @@ async fn bad_requests_are_400_with_field_errors_and_change_nothing() -> anyhow::
 
     // Unknown users: status is 200 with nulls (as the original), lifecycle calls are refused.
     let status = sys.status("never-provisioned").await?;
-    ensure!(status["status"].is_null() && status["sandboxId"].is_null(), "{status}");
+    ensure!(
+        status["status"].is_null() && status["sandboxId"].is_null(),
+        "{status}"
+    );
     let reply = sys
-        .platform(Method::POST, "/api/platform/start", Some(json!({"userId": "never-provisioned"})))
+        .platform(
+            Method::POST,
+            "/api/platform/start",
+            Some(json!({"userId": "never-provisioned"})),
+        )
         .await?;
     let body = reply.expect(404)?;
-    ensure!(body["error"] == "Instance not provisioned", "start unknown user: {body}");
+    ensure!(
+        body["error"] == "Instance not provisioned",
+        "start unknown user: {body}"
+    );
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_404_until_a_machine_exists() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let user = "user-404";
@@ -128,14 +223,18 @@ async fn proxy_404_until_a_machine_exists() -> anyhow::Result<()> {
         "error": "Instance not provisioned",
         "hint": "Your instance has not been created yet. Start it from the dashboard."
     });
-    sys.send(sys.as_user(user, Method::GET, "/")?).await?.expect_json(404, not_provisioned.clone())?;
+    sys.send(sys.as_user(user, Method::GET, "/")?)
+        .await?
+        .expect_json(404, not_provisioned.clone())?;
     sys.provision(user).await?;
     // Provisioned but never started: still no machine.
-    sys.send(sys.as_user(user, Method::GET, "/x")?).await?.expect_json(404, not_provisioned)?;
+    sys.send(sys.as_user(user, Method::GET, "/x")?)
+        .await?
+        .expect_json(404, not_provisioned)?;
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_409_while_destroying() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let user = "user-409";
@@ -143,10 +242,15 @@ async fn proxy_409_while_destroying() -> anyhow::Result<()> {
     sys.start(user).await?;
 
     // Fly refuses to delete the machine (a transient 500): the destroy stays pending.
-    sys.sim().inject(FlyFault::FailMachineDelete { status: 500 }).await?;
+    sys.sim()
+        .inject(FlyFault::FailMachineDelete { status: 500 })
+        .await?;
     sys.destroy(user).await?;
     let status = sys.status(user).await?;
-    ensure!(status["status"] == "destroying", "status with a pending destroy: {status}");
+    ensure!(
+        status["status"] == "destroying",
+        "status with a pending destroy: {status}"
+    );
 
     sys.send(sys.as_user(user, Method::GET, "/")?)
         .await?
@@ -158,7 +262,7 @@ async fn proxy_409_while_destroying() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_503_when_the_instance_is_not_running() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let user = "user-503";
@@ -174,6 +278,9 @@ async fn proxy_503_when_the_instance_is_not_running() -> anyhow::Result<()> {
             json!({"error": "Instance not reachable", "hint": "Your instance may not be running. Start it from the dashboard."}),
         )?;
     let status = sys.status(user).await?;
-    ensure!(status["status"] == "stopped", "the proxy did not start a stopped instance: {status}");
+    ensure!(
+        status["status"] == "stopped",
+        "the proxy did not start a stopped instance: {status}"
+    );
     Ok(())
 }

@@ -7,39 +7,81 @@ use serde_json::json;
 
 use super::system::System;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_public_and_exact() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let reply = sys.get("/health").await?;
-    reply.expect_json(200, json!({"status": "ok", "service": "kiloclaw", "gateway_port": 18789}))?;
+    reply.expect_json(
+        200,
+        json!({"status": "ok", "service": "kiloclaw", "gateway_port": 18789}),
+    )?;
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_lifecycle_through_http_only() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let user = "user-lifecycle";
 
     // Provision: 201 with the sandbox id, a record, a volume and no machine yet.
-    let reply = sys.platform(Method::POST, "/api/platform/provision", Some(json!({"userId": user}))).await?;
+    let reply = sys
+        .platform(
+            Method::POST,
+            "/api/platform/provision",
+            Some(json!({"userId": user})),
+        )
+        .await?;
     let body = reply.expect(201)?;
-    ensure!(body == json!({"sandboxId": System::sandbox_id(user)}), "provision body: {body}");
+    ensure!(
+        body == json!({"sandboxId": System::sandbox_id(user)}),
+        "provision body: {body}"
+    );
     let status = sys.status(user).await?;
-    ensure!(status["status"] == "provisioned", "status after provision: {status}");
-    ensure!(status["flyMachineId"].is_null(), "no machine before start: {status}");
-    let volume_id = status["flyVolumeId"].as_str().unwrap_or_default().to_owned();
+    ensure!(
+        status["status"] == "provisioned",
+        "status after provision: {status}"
+    );
+    ensure!(
+        status["flyMachineId"].is_null(),
+        "no machine before start: {status}"
+    );
+    let volume_id = status["flyVolumeId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     ensure!(!volume_id.is_empty(), "a volume after provision: {status}");
-    ensure!(sys.sim().volume(&volume_id).await?.is_some(), "the simulator has the volume");
+    ensure!(
+        sys.sim().volume(&volume_id).await?.is_some(),
+        "the simulator has the volume"
+    );
 
     // Start: running, one started machine with the volume at /root.
     sys.start(user).await?;
     let status = sys.status(user).await?;
-    ensure!(status["status"] == "running", "status after start: {status}");
-    let machine_id = status["flyMachineId"].as_str().unwrap_or_default().to_owned();
+    ensure!(
+        status["status"] == "running",
+        "status after start: {status}"
+    );
+    let machine_id = status["flyMachineId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     ensure!(!machine_id.is_empty(), "a machine after start: {status}");
-    let machine = sys.sim().machine(&machine_id).await?.ok_or_else(|| anyhow::anyhow!("machine missing"))?;
-    ensure!(machine.state == "started", "machine state {}", machine.state);
-    ensure!(machine.mounts_volume_at_root(&volume_id), "mounts: {:?}", machine.mounts);
+    let machine = sys
+        .sim()
+        .machine(&machine_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("machine missing"))?;
+    ensure!(
+        machine.state == "started",
+        "machine state {}",
+        machine.state
+    );
+    ensure!(
+        machine.mounts_volume_at_root(&volume_id),
+        "mounts: {:?}",
+        machine.mounts
+    );
     ensure!(
         machine.metadata.get("kiloclaw_user_id").map(String::as_str) == Some(user),
         "machine metadata: {:?}",
@@ -58,15 +100,37 @@ async fn full_lifecycle_through_http_only() -> anyhow::Result<()> {
         )
         .await?;
     let echo = reply.expect_echo(200)?;
-    ensure!(echo.machine_id == machine_id, "served by {} not {machine_id}", echo.machine_id);
+    ensure!(
+        echo.machine_id == machine_id,
+        "served by {} not {machine_id}",
+        echo.machine_id
+    );
     ensure!(echo.method == "GET", "method {}", echo.method);
     ensure!(echo.path == "/some/page", "path {}", echo.path);
-    ensure!(echo.query == "alpha=1&beta=two%20words", "query {}", echo.query);
-    ensure!(echo.forced_instance.as_deref() == Some(machine_id.as_str()), "fly-force-instance-id {:?}", echo.forced_instance);
-    ensure!(echo.header("authorization").is_none(), "Authorization leaked: {:?}", echo.headers);
+    ensure!(
+        echo.query == "alpha=1&beta=two%20words",
+        "query {}",
+        echo.query
+    );
+    ensure!(
+        echo.header("fly-force-instance-id").is_none(),
+        "Fly Proxy consumes the routing header"
+    );
+    ensure!(
+        echo.header("authorization").is_none(),
+        "Authorization leaked: {:?}",
+        echo.headers
+    );
     let cookie = echo.header("cookie").unwrap_or_default();
-    ensure!(!cookie.contains("kiloclaw-auth"), "auth cookie leaked: {cookie}");
-    ensure!(echo.header("x-custom") == Some("kept"), "other headers are kept: {:?}", echo.headers);
+    ensure!(
+        !cookie.contains("kiloclaw-auth"),
+        "auth cookie leaked: {cookie}"
+    );
+    ensure!(
+        echo.header("x-custom") == Some("kept"),
+        "other headers are kept: {:?}",
+        echo.headers
+    );
 
     // Proxied POST with a body, via the cookie alone.
     let payload = r#"{"message":"hello machine","n":[1,2,3]}"#;
@@ -79,41 +143,89 @@ async fn full_lifecycle_through_http_only() -> anyhow::Result<()> {
         )
         .await?;
     let echo = reply.expect_echo(200)?;
-    ensure!(echo.method == "POST" && echo.path == "/api/chat" && echo.query == "stream=false", "{echo:?}");
+    ensure!(
+        echo.method == "POST" && echo.path == "/api/chat" && echo.query == "stream=false",
+        "{echo:?}"
+    );
     ensure!(echo.body == payload, "body {:?}", echo.body);
-    ensure!(echo.machine_id == machine_id, "served by {}", echo.machine_id);
+    ensure!(
+        echo.machine_id == machine_id,
+        "served by {}",
+        echo.machine_id
+    );
 
     // A file written on the volume through the gateway survives stop and start.
-    sys.write_volume_file(user, "notes/keep.txt", "persist me").await?;
+    sys.write_volume_file(user, "keep.txt", "persist me")
+        .await?;
 
     sys.stop(user).await?;
     let status = sys.status(user).await?;
     ensure!(status["status"] == "stopped", "status after stop: {status}");
-    let machine = sys.sim().machine(&machine_id).await?.ok_or_else(|| anyhow::anyhow!("machine gone"))?;
-    ensure!(machine.state == "stopped", "machine after stop: {}", machine.state);
+    let machine = sys
+        .sim()
+        .machine(&machine_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("machine gone"))?;
+    ensure!(
+        machine.state == "stopped",
+        "machine after stop: {}",
+        machine.state
+    );
 
     sys.start(user).await?;
     let status = sys.status(user).await?;
-    ensure!(status["status"] == "running", "status after restart: {status}");
-    ensure!(status["flyMachineId"] == machine_id.as_str(), "start reuses the stopped machine: {status}");
-    ensure!(status["flyVolumeId"] == volume_id.as_str(), "same volume: {status}");
-    let content = sys.read_volume_file(user, "notes/keep.txt").await?;
-    ensure!(content.as_deref() == Some("persist me"), "file after restart: {content:?}");
+    ensure!(
+        status["status"] == "running",
+        "status after restart: {status}"
+    );
+    ensure!(
+        status["flyMachineId"] == machine_id.as_str(),
+        "start reuses the stopped machine: {status}"
+    );
+    ensure!(
+        status["flyVolumeId"] == volume_id.as_str(),
+        "same volume: {status}"
+    );
+    let content = sys.read_volume_file(user, "keep.txt").await?;
+    ensure!(
+        content.as_deref() == Some("persist me"),
+        "file after restart: {content:?}"
+    );
 
     // Destroy: the user is unknown again and Fly has nothing left.
     sys.destroy(user).await?;
     sys.settle_destroy(user).await?;
     let status = sys.status(user).await?;
-    for field in ["userId", "sandboxId", "status", "flyMachineId", "flyVolumeId"] {
+    for field in [
+        "userId",
+        "sandboxId",
+        "status",
+        "flyMachineId",
+        "flyVolumeId",
+    ] {
         ensure!(status[field].is_null(), "{field} after destroy: {status}");
     }
-    ensure!(sys.sim().machine(&machine_id).await?.is_none_or(|m| m.state == "destroyed"), "machine left behind");
-    ensure!(sys.sim().volume(&volume_id).await?.is_none(), "volume left behind");
-    ensure!(sys.sim().live_machines().await?.is_empty(), "no live machines at all");
+    ensure!(
+        sys.sim()
+            .machine(&machine_id)
+            .await?
+            .is_none_or(|m| m.state == "destroyed"),
+        "machine left behind"
+    );
+    ensure!(
+        sys.sim().volume(&volume_id).await?.is_none(),
+        "volume left behind"
+    );
+    ensure!(
+        sys.sim().live_machines().await?.is_empty(),
+        "no live machines at all"
+    );
     ensure!(sys.sim().volumes().await?.is_empty(), "no volumes at all");
 
     // And the proxy says so.
-    let reply = sys.send(sys.request(Method::GET, "/").bearer_auth(&token)).await?;
+    let reply = sys
+        .send(sys.request(Method::GET, "/").bearer_auth(&token))
+        .await?;
     reply.expect_json(
         404,
         json!({"error": "Instance not provisioned", "hint": "Your instance has not been created yet. Start it from the dashboard."}),
@@ -121,24 +233,43 @@ async fn full_lifecycle_through_http_only() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_token_route_and_direct_websocket() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let user = "user-gateway";
     sys.provision(user).await?;
     let reply = sys
-        .platform(Method::GET, &format!("/api/platform/gateway-token?userId={user}"), None)
+        .platform(
+            Method::GET,
+            &format!("/api/platform/gateway-token?userId={user}"),
+            None,
+        )
         .await?;
     let body = reply.expect(200)?;
     let expected = sys.expected_gateway_token(user);
-    ensure!(body == json!({"gatewayToken": expected}), "gateway token body: {body}");
-    ensure!(expected.len() == 64 && expected.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "lower hex");
+    ensure!(
+        body == json!({"gatewayToken": expected}),
+        "gateway token body: {body}"
+    );
+    ensure!(
+        expected.len() == 64
+            && expected
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "lower hex"
+    );
 
     // The machine was started with the same token: its WebSocket accepts it and refuses others.
     sys.start(user).await?;
-    ensure!(sys.gateway_websocket_accepts(user, &expected).await?, "the right token is accepted");
+    ensure!(
+        sys.gateway_websocket_accepts(user, &expected).await?,
+        "the right token is accepted"
+    );
     let wrong = "0".repeat(64);
-    ensure!(!sys.gateway_websocket_accepts(user, &wrong).await?, "a wrong token is refused");
+    ensure!(
+        !sys.gateway_websocket_accepts(user, &wrong).await?,
+        "a wrong token is refused"
+    );
 
     // A WebSocket handshake sent to the router is refused with the direct gateway URL instead of
     // a broken upgrade (Spin cannot carry WebSockets).
@@ -150,22 +281,37 @@ async fn gateway_token_route_and_direct_websocket() -> anyhow::Result<()> {
         )
         .await?;
     let body = reply.expect(426)?;
-    ensure!(body["error"] == "WebSocket connections are not proxied", "{body}");
-    ensure!(body["gatewayUrl"].as_str().is_some_and(|u| u.starts_with("ws")), "{body}");
+    ensure!(
+        body["error"] == "WebSocket connections are not proxied",
+        "{body}"
+    );
+    ensure!(
+        body["gatewayUrl"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("ws")),
+        "{body}"
+    );
 
     // Missing userId and unknown users.
     sys.platform(Method::GET, "/api/platform/gateway-token", None)
         .await?
         .expect_json(400, json!({"error": "userId query parameter is required"}))?;
     let body = sys
-        .platform(Method::GET, "/api/platform/gateway-token?userId=nobody", None)
+        .platform(
+            Method::GET,
+            "/api/platform/gateway-token?userId=nobody",
+            None,
+        )
         .await?
         .expect(404)?;
-    ensure!(body["error"] == "Instance not provisioned", "unknown user: {body}");
+    ensure!(
+        body["error"] == "Instance not provisioned",
+        "unknown user: {body}"
+    );
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kilocode_config_patch_validates_the_model() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let user = "user-kilocode";
@@ -208,7 +354,8 @@ async fn kilocode_config_patch_validates_the_model() -> anyhow::Result<()> {
         ensure!(body["error"] == "Invalid request", "{bad}: {body}");
         let messages = body["details"]["kilocodeDefaultModel"].to_string();
         ensure!(
-            messages.contains("kilocodeDefaultModel must start with kilocode/ and include a provider"),
+            messages
+                .contains("kilocodeDefaultModel must start with kilocode/ and include a provider"),
             "{bad}: {body}"
         );
     }
@@ -232,9 +379,14 @@ async fn kilocode_config_patch_validates_the_model() -> anyhow::Result<()> {
     )?;
 
     // The user's own config summary reflects it.
-    let reply = sys.send(sys.as_user(user, Method::GET, "/api/kiloclaw/config")?).await?;
+    let reply = sys
+        .send(sys.as_user(user, Method::GET, "/api/kiloclaw/config")?)
+        .await?;
     let config = reply.expect(200)?;
-    ensure!(config["kilocodeDefaultModel"] == "kilocode/anthropic/claude-opus-4.5", "{config}");
+    ensure!(
+        config["kilocodeDefaultModel"] == "kilocode/anthropic/claude-opus-4.5",
+        "{config}"
+    );
     ensure!(config["hasKiloCodeApiKey"] == false, "{config}");
 
     // Patching an unknown user is not a silent success.
@@ -246,11 +398,14 @@ async fn kilocode_config_patch_validates_the_model() -> anyhow::Result<()> {
         )
         .await?;
     let body = reply.expect(404)?;
-    ensure!(body["error"] == "Instance not provisioned", "unknown user: {body}");
+    ensure!(
+        body["error"] == "Instance not provisioned",
+        "unknown user: {body}"
+    );
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_redeploys_a_running_machine() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let user = "user-restart";
@@ -258,19 +413,56 @@ async fn restart_redeploys_a_running_machine() -> anyhow::Result<()> {
 
     // Not running yet: the original's `{success:false, error}` body, as a 409 conflict (the
     // original said 500 for what is a state conflict, not a server fault).
-    let reply = sys.send(sys.as_user(user, Method::POST, "/api/admin/gateway/restart")?).await?;
-    reply.expect_json(409, json!({"success": false, "error": "Instance is not running"}))?;
+    let reply = sys
+        .send(sys.as_user(user, Method::POST, "/api/admin/gateway/restart")?)
+        .await?;
+    reply.expect_json(
+        409,
+        json!({"success": false, "error": "Instance is not running"}),
+    )?;
 
     sys.start(user).await?;
-    let machine_id = sys.status(user).await?["flyMachineId"].as_str().unwrap_or_default().to_owned();
-    let before = sys.sim().machine(&machine_id).await?.ok_or_else(|| anyhow::anyhow!("no machine"))?;
-    let reply = sys.send(sys.as_user(user, Method::POST, "/api/admin/gateway/restart")?).await?;
-    reply.expect_json(200, json!({"success": true, "message": "Machine restarting with updated configuration..."}))?;
-    let after = sys.sim().machine(&machine_id).await?.ok_or_else(|| anyhow::anyhow!("machine gone"))?;
-    ensure!(after.state == "started", "machine after restart: {}", after.state);
-    ensure!(after.instance_id != before.instance_id, "restart replaced the running instance");
-    ensure!(sys.status(user).await?["status"] == "running", "still running");
-    let echo = sys.send(sys.as_user(user, Method::GET, "/after-restart")?).await?.expect_echo(200)?;
-    ensure!(echo.machine_id == machine_id, "same machine serves after restart");
+    let machine_id = sys.status(user).await?["flyMachineId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let before = sys
+        .sim()
+        .machine(&machine_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no machine"))?;
+    let reply = sys
+        .send(sys.as_user(user, Method::POST, "/api/admin/gateway/restart")?)
+        .await?;
+    reply.expect_json(
+        200,
+        json!({"success": true, "message": "Machine restarting with updated configuration..."}),
+    )?;
+    let after = sys
+        .sim()
+        .machine(&machine_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("machine gone"))?;
+    ensure!(
+        after.state == "started",
+        "machine after restart: {}",
+        after.state
+    );
+    ensure!(
+        after.instance_id != before.instance_id,
+        "restart replaced the running instance"
+    );
+    ensure!(
+        sys.status(user).await?["status"] == "running",
+        "still running"
+    );
+    let echo = sys
+        .send(sys.as_user(user, Method::GET, "/after-restart")?)
+        .await?
+        .expect_echo(200)?;
+    ensure!(
+        echo.machine_id == machine_id,
+        "same machine serves after restart"
+    );
     Ok(())
 }

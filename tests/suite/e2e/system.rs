@@ -15,7 +15,7 @@ use kiloclaw_host::{App, HostConfig, ServerHandle};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
-pub use super::sim::{FlyFault, SimAdmin, SimMachine};
+pub use super::sim::{Fly, FlyFault, SimMachine};
 
 /// Test secrets: fixed, long enough for the JWT validator, never used outside tests.
 const NEXTAUTH_SECRET: &str = "e2e-nextauth-secret-0123456789abcdef0123456789";
@@ -82,7 +82,10 @@ impl Reply {
     /// Asserts the status and the exact JSON body.
     pub fn expect_json(&self, status: u16, body: Value) -> anyhow::Result<()> {
         let got = self.expect(status)?;
-        ensure!(got == body, "status {status}: expected body {body}, got {got}");
+        ensure!(
+            got == body,
+            "status {status}: expected body {body}, got {got}"
+        );
         Ok(())
     }
 
@@ -106,16 +109,38 @@ pub struct Echo {
     pub query: String,
     /// Request body as text.
     pub body: String,
-    /// The `fly-force-instance-id` the Fly Proxy received (it strips it before the machine).
-    pub forced_instance: Option<String>,
     /// Headers the machine received (lower-case names).
     pub headers: BTreeMap<String, String>,
 }
 
 impl Echo {
+    fn parse(body: &Value) -> anyhow::Result<Self> {
+        let text = |field: &str| -> anyhow::Result<String> {
+            body[field]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("not a gateway echo (no `{field}`): {body}"))
+        };
+        Ok(Self {
+            machine_id: text("machine_id")?,
+            method: text("method")?,
+            path: text("path")?,
+            query: text("query")?,
+            body: text("body")?,
+            headers: body["headers"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_owned())))
+                .collect(),
+        })
+    }
+
     /// A header the machine received.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 }
 
@@ -125,13 +150,15 @@ pub struct System {
     base_url: String,
     server: Option<ServerHandle>,
     app: App,
-    sim: SimAdmin,
+    sim: Fly,
     _state: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for System {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("System").field("base_url", &self.base_url).finish()
+        f.debug_struct("System")
+            .field("base_url", &self.base_url)
+            .finish()
     }
 }
 
@@ -145,16 +172,19 @@ impl Drop for System {
 impl System {
     /// Starts a simulator and the app against it.
     pub async fn start() -> anyhow::Result<Self> {
-        let sim = SimAdmin::start().await?;
+        let sim = Fly::start().await?;
         Self::start_with_sim(sim).await
     }
 
-    async fn start_with_sim(sim: SimAdmin) -> anyhow::Result<Self> {
+    async fn start_with_sim(sim: Fly) -> anyhow::Result<Self> {
         let manifest = manifest()?;
         let state = tempfile::tempdir()?;
         let runtime_config = state.path().join("runtime-config.toml");
         // An in-memory store: each System starts empty and nothing outlives the test.
-        std::fs::write(&runtime_config, "[key_value_store.default]\ntype = \"memory\"\n")?;
+        std::fs::write(
+            &runtime_config,
+            "[key_value_store.default]\ntype = \"memory\"\n",
+        )?;
         let mut config = HostConfig::new(manifest.as_path());
         config.state_dir = Some(state.path().to_path_buf());
         config.runtime_config_file = Some(runtime_config);
@@ -167,7 +197,9 @@ impl System {
             ("gateway_token_secret".into(), GATEWAY_TOKEN_SECRET.into()),
         ];
         config.variables.extend(sim.app_variables());
-        let app = App::load(&config).await.context("loading the app in the host")?;
+        let app = App::load(&config)
+            .await
+            .context("loading the app in the host")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let server = app.serve(listener);
         let base_url = format!("http://{}", server.local_addr());
@@ -197,7 +229,7 @@ impl System {
     }
 
     /// The simulator's admin side.
-    pub fn sim(&self) -> &SimAdmin {
+    pub fn sim(&self) -> &Fly {
         &self.sim
     }
 
@@ -226,12 +258,16 @@ impl System {
 
     /// A request to the app.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, format!("{}{path}", self.base_url))
+        self.client
+            .request(method, format!("{}{path}", self.base_url))
     }
 
     /// Sends and reads the whole reply.
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Reply> {
-        let response = request.send().await.context("sending a request to the app")?;
+        let response = request
+            .send()
+            .await
+            .context("sending a request to the app")?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.context("reading the app's reply")?;
@@ -248,8 +284,15 @@ impl System {
     }
 
     /// A platform call with the internal key and an optional JSON body.
-    pub async fn platform(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Reply> {
-        let mut request = self.request(method, path).header("x-internal-api-key", INTERNAL_API_SECRET);
+    pub async fn platform(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Reply> {
+        let mut request = self
+            .request(method, path)
+            .header("x-internal-api-key", INTERNAL_API_SECRET);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -257,7 +300,13 @@ impl System {
     }
 
     /// A platform call with a raw body and the given key (or none).
-    pub async fn platform_raw(&self, method: Method, path: &str, body: &str, key: Option<&str>) -> anyhow::Result<Reply> {
+    pub async fn platform_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+        key: Option<&str>,
+    ) -> anyhow::Result<Reply> {
         let mut request = self
             .request(method, path)
             .header("content-type", "application/json")
@@ -271,7 +320,11 @@ impl System {
     /// Provisions `user` with no config; returns the sandbox id.
     pub async fn provision(&self, user: &str) -> anyhow::Result<String> {
         let body = self
-            .platform(Method::POST, "/api/platform/provision", Some(json!({"userId": user})))
+            .platform(
+                Method::POST,
+                "/api/platform/provision",
+                Some(json!({"userId": user})),
+            )
             .await?
             .expect(201)?;
         body["sandboxId"]
@@ -281,10 +334,14 @@ impl System {
     }
 
     async fn lifecycle(&self, action: &str, user: &str) -> anyhow::Result<()> {
-        self.platform(Method::POST, &format!("/api/platform/{action}"), Some(json!({"userId": user})))
-            .await?
-            .expect_json(200, json!({"ok": true}))
-            .with_context(|| format!("{action} {user}"))
+        self.platform(
+            Method::POST,
+            &format!("/api/platform/{action}"),
+            Some(json!({"userId": user})),
+        )
+        .await?
+        .expect_json(200, json!({"ok": true}))
+        .with_context(|| format!("{action} {user}"))
     }
 
     /// `POST /api/platform/start`, asserting `{ok:true}`.
@@ -309,7 +366,10 @@ impl System {
             if status["status"].is_null() {
                 return Ok(());
             }
-            ensure!(status["status"] == "destroying", "unexpected status while destroying: {status}");
+            ensure!(
+                status["status"] == "destroying",
+                "unexpected status while destroying: {status}"
+            );
             self.reconcile(user).await?;
         }
         bail!("destroy of {user} did not complete")
@@ -317,15 +377,21 @@ impl System {
 
     /// `GET /api/platform/status?userId=`, asserting 200.
     pub async fn status(&self, user: &str) -> anyhow::Result<Value> {
-        self.platform(Method::GET, &format!("/api/platform/status?userId={}", urlencode(user)), None)
-            .await?
-            .expect(200)
+        self.platform(
+            Method::GET,
+            &format!("/api/platform/status?userId={}", urlencode(user)),
+            None,
+        )
+        .await?
+        .expect(200)
     }
 
     /// A valid one-hour user JWT.
     pub fn token(&self, user: &str) -> anyhow::Result<String> {
         let now = Self::now_s();
-        self.token_with_claims(json!({"kiloUserId": user, "version": 3, "iat": now, "exp": now + 3600}))
+        self.token_with_claims(
+            json!({"kiloUserId": user, "version": 3, "iat": now, "exp": now + 3600}),
+        )
     }
 
     /// A JWT with arbitrary claims under the app's secret.
@@ -343,7 +409,12 @@ impl System {
     }
 
     /// A request as `user` (Bearer JWT).
-    pub fn as_user(&self, user: &str, method: Method, path: &str) -> anyhow::Result<RequestBuilder> {
+    pub fn as_user(
+        &self,
+        user: &str,
+        method: Method,
+        path: &str,
+    ) -> anyhow::Result<RequestBuilder> {
         Ok(self.request(method, path).bearer_auth(self.token(user)?))
     }
 
@@ -358,16 +429,30 @@ impl System {
     /// Reconciles `user` now, whatever its cadence says.
     pub async fn reconcile(&self, user: &str) -> anyhow::Result<()> {
         let reply = self
-            .platform(Method::POST, "/api/platform/reconcile", Some(json!({"userId": user})))
+            .platform(
+                Method::POST,
+                "/api/platform/reconcile",
+                Some(json!({"userId": user})),
+            )
             .await?;
-        reply.expect(200).with_context(|| format!("reconcile {user}"))?;
+        reply
+            .expect(200)
+            .with_context(|| format!("reconcile {user}"))?;
         Ok(())
     }
 
     /// Writes a file on the user's volume through the gateway stand-in (a proxied request).
-    pub async fn write_volume_file(&self, user: &str, path: &str, content: &str) -> anyhow::Result<()> {
+    pub async fn write_volume_file(
+        &self,
+        user: &str,
+        path: &str,
+        content: &str,
+    ) -> anyhow::Result<()> {
         let reply = self
-            .send(self.as_user(user, Method::PUT, &super::sim::volume_file_path(path))?.body(content.to_owned()))
+            .send(
+                self.as_user(user, Method::PUT, &super::sim::volume_file_path(path))?
+                    .body(content.to_owned()),
+            )
             .await?;
         ensure!(
             (200..300).contains(&reply.status),
@@ -394,9 +479,8 @@ impl System {
     /// true when the gateway accepted it.
     pub async fn gateway_websocket_accepts(&self, user: &str, token: &str) -> anyhow::Result<bool> {
         let status = self.status(user).await?;
-        let machine = status["flyMachineId"].as_str().context("no machine")?;
         let app = status["flyAppName"].as_str().context("no app")?;
-        self.sim.websocket_accepts(app, machine, token).await
+        self.sim.websocket_accepts(app, token).await
     }
 }
 

@@ -98,7 +98,7 @@ async fn serve(
     let mut variables = secrets.overrides;
     let simulator = match args.fly {
         FlyMode::Sim => {
-            let sim = fly_sim::start(args.sim_listen).await?;
+            let sim = fly_sim::start(args.sim_listen, state_dir.join("flysim")).await?;
             eprintln!("kiloclaw: Fly simulator on {}", sim.base_url());
             variables.extend(sim.app_variables());
             Some(sim)
