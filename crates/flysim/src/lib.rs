@@ -40,7 +40,9 @@
 //! - Apps: create (`app_name` or `name`, `org_slug`, `network`; 422 `name_taken`, 422 invalid name), list
 //!   by org, get, delete (202, cascades to machines, volumes and their data), IP assignments.
 //! - Secrets: set one (201) / many, unset, list, get (`show_secrets`), an increasing version that gates
-//!   `min_secrets_version` (412 when ahead); machines boot with the app's secrets in their environment.
+//!   `min_secrets_version` (412 when ahead); machines boot with the app's secrets in their environment,
+//!   and `KILOCLAW_ENC_*` values are decrypted with `KILOCLAW_ENV_KEY` as the image does ([`image`]); a
+//!   machine whose environment cannot be decrypted stops right after booting (exit code 1).
 //! - Auth: `Bearer X`, `FlyV1 X`, `Bearer FlyV1 X`; 401 `{"error":"invalid token"}`.
 //! - Rate limits (off by default): 1 req/s burst 3 per action and machine/app, gets 5 req/s burst 10,
 //!   app deletions 100/min; 429 with `Retry-After: 1`.
@@ -54,8 +56,8 @@
 //! Leases and nonces, suspend/resume, restart/signal, cordon, metadata endpoints, machine versions
 //! listing, `from_event_id`, `/ps`, org-wide listings, volume extend/update, fork states
 //! (`hydrating`), `require_unique_zone`, `fly-replay`, autostop, health checks, TLS, the 6PN network,
-//! the `KILOCLAW_ENC_*` env decryption of the real image (the stand-in reads `OPENCLAW_GATEWAY_TOKEN`
-//! from the machine's plain environment or app secrets), real containers or images (any image boots).
+//! real containers or images (any image boots; only the start script's env decryption is modelled, see
+//! [`image`]), the rest of OpenClaw's protocol after the handshake (frames are echoed).
 //!
 //! # Choices where Fly's behaviour is unconfirmed
 //!
@@ -73,6 +75,7 @@ pub mod exec;
 pub mod faults;
 pub mod gateway;
 mod ids;
+pub mod image;
 mod persist;
 pub mod proxy;
 mod ratelimit;

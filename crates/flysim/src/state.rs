@@ -913,11 +913,28 @@ impl World {
                 vec![next(&id, generation, delays.boot, Step::Boot)]
             }
             Step::Boot => {
-                machine.state = MachineState::Started;
                 let mut env = secrets;
                 env.extend(machine.config.env.clone());
-                machine.boot_env = env;
-                push_event(machine, "start", "started", "flyd");
+                match crate::image::boot_environment(env) {
+                    Ok(env) => {
+                        machine.state = MachineState::Started;
+                        machine.boot_env = env;
+                        push_event(machine, "start", "started", "flyd");
+                    }
+                    Err(reason) => {
+                        // The image's start script exits 1: the machine stops right after booting.
+                        tracing::warn!(tag = "flysim", reason = "boot_failed", machine_id = %id, detail = %reason);
+                        machine.state = MachineState::Stopped;
+                        machine.boot_env = BTreeMap::new();
+                        push_event(machine, "exit", "stopped", "flyd");
+                        if let Some(event) = machine.events.first_mut() {
+                            event.extra.insert(
+                                "request".to_owned(),
+                                json!({"exit_event": {"exit_code": 1, "requested_stop": false, "restarting": false}, "error": reason}),
+                            );
+                        }
+                    }
+                }
                 Vec::new()
             }
             Step::Halt => {

@@ -304,3 +304,71 @@ fn websockets_close_when_the_machine_stops() {
         assert_eq!(close_code(&mut socket).await, Some(1012));
     });
 }
+
+#[test]
+fn encrypted_gateway_token_is_decrypted_with_the_app_key_and_a_missing_key_fails_closed() {
+    let env = start();
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let sealed =
+        kiloclaw_flysim::image::encrypt_value(key, "sealed-token", [9; 12]).expect("encrypt");
+    let mut config = machine_config(None, "enc");
+    config.env.remove("OPENCLAW_GATEWAY_TOKEN");
+    config
+        .env
+        .insert("KILOCLAW_ENC_OPENCLAW_GATEWAY_TOKEN".into(), sealed);
+
+    // Without the app secret the start script exits: the machine stops right after booting.
+    let failing = env
+        .fly
+        .create_machine(
+            APP,
+            &CreateMachineRequest {
+                config: config.clone(),
+                ..Default::default()
+            },
+        )
+        .expect("create");
+    eventually("boot failure", || {
+        let machine = env.fly.get_machine(APP, &failing.id).expect("get");
+        machine.state == MachineState::Stopped && machine.events[0].kind == "exit"
+    });
+
+    let version = env
+        .fly
+        .set_secret(APP, "KILOCLAW_ENV_KEY", key)
+        .expect("secret")
+        .version;
+    let machine = env
+        .fly
+        .create_machine(
+            APP,
+            &CreateMachineRequest {
+                config,
+                min_secrets_version: Some(version),
+                ..Default::default()
+            },
+        )
+        .expect("create");
+    wait_started(&env, &machine.id);
+    let proxy = env.sim.proxy_url().to_owned();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let mut socket = connect(&proxy, ("fly-force-instance-id", machine.id.clone())).await;
+            assert_eq!(
+                connect_frame(&mut socket, Some("sealed-token")).await["ok"],
+                true
+            );
+            let mut wrong = connect(&proxy, ("fly-force-instance-id", machine.id.clone())).await;
+            assert_eq!(
+                connect_frame(&mut wrong, Some(GATEWAY_TOKEN)).await["ok"],
+                false
+            );
+        });
+    let echo: Value = proxied(&env, &machine.id, reqwest::Method::GET, "/")
+        .send()
+        .expect("send")
+        .json()
+        .expect("json");
+    assert_eq!(echo["machine_id"], machine.id.as_str());
+}
