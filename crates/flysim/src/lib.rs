@@ -8,7 +8,8 @@
 //! - In-process (tests): [`Simulator::start`] on a tokio runtime returns a [`SimHandle`] with
 //!   [`SimHandle::api_url`], [`SimHandle::proxy_url`], [`SimHandle::admin`] and [`SimHandle::shutdown`].
 //!   [`Simulator::start_blocking`] runs it on its own thread and runtime for synchronous callers.
-//! - Standalone: [`run_standalone`] (what `kiloclaw fly-sim --listen ADDR` calls) serves until Ctrl-C.
+//! - Standalone: [`run_standalone`] (what `kiloclaw fly-sim --listen ADDR` calls) serves until Ctrl-C;
+//!   [`run_until`] until a future completes.
 //!
 //! # Addressing
 //!
@@ -284,22 +285,25 @@ impl Drop for BlockingSim {
     }
 }
 
-/// Serves until `shutdown` resolves (or Ctrl-C when it is `None`): `kiloclaw fly-sim --listen ADDR`.
-pub async fn run_standalone(
-    config: SimConfig,
-    shutdown: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
-) -> io::Result<()> {
+/// `kiloclaw fly-sim --listen ADDR`: serves until Ctrl-C. Prints `kiloclaw fly-sim: ready on URL` once
+/// it accepts requests.
+pub async fn run_standalone(config: SimConfig) -> io::Result<()> {
+    run_until(config, async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(tag = "flysim", reason = "signal_failed", error = %err);
+        }
+    })
+    .await
+}
+
+/// Serves until `shutdown` completes.
+pub async fn run_until(config: SimConfig, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let handle = Simulator::start(config).await?;
     println!(
-        "kiloclaw fly-sim: Machines API on {}/v1, proxy on {} (fly-force-instance-id), admin on {}/_sim/state",
-        handle.api_url(),
-        handle.proxy_url(),
+        "kiloclaw fly-sim: ready on {} (Machines API under /v1, proxy by fly-force-instance-id, admin under /_sim)",
         handle.api_url()
     );
-    match shutdown {
-        Some(signal) => signal.await,
-        None => tokio::signal::ctrl_c().await?,
-    }
+    shutdown.await;
     handle.shutdown().await;
     Ok(())
 }

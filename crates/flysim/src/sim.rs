@@ -25,7 +25,8 @@ pub struct RequestRecord {
     pub path: String,
     pub operation: String,
     pub app: Option<String>,
-    pub machine_id: Option<String>,
+    /// The machine, volume, secret or IP the path names, if any.
+    pub target: Option<String>,
     pub status: u16,
     /// The fault rule or chaos decision that shaped the answer, if any.
     pub fault: Option<String>,

@@ -229,7 +229,7 @@ async fn api_layer(State(sim): Sim, request: Request, next: Next) -> Response {
         path,
         operation: op_name.to_owned(),
         app,
-        machine_id: target,
+        target,
         status: response.status().as_u16(),
         fault: fault_note,
     });
