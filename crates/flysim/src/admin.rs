@@ -9,7 +9,7 @@
 //! | DELETE | `/_sim/faults/{id}` | remove one rule |
 //! | PUT, DELETE | `/_sim/chaos` | set / clear the seeded [`ChaosProfile`] |
 //! | PUT | `/_sim/rate-limits` | `{"enabled": bool}` |
-//! | GET, PUT | `/_sim/delays` | lifecycle [`Delays`] in milliseconds |
+//! | GET, PUT | `/_sim/delays` | lifecycle [`Delays`] in milliseconds (PUT: only the given fields) |
 //! | PUT | `/_sim/update-policy` | `{"starts_stopped_machine": bool}` |
 //! | PUT | `/_sim/hosts/{zone}` | `{"memory_mb": n}`: one host's RAM (0 = full) |
 //! | PUT | `/_sim/regions/{code}` | `{"memory_mb": n}`: RAM of every host in the region |
@@ -322,8 +322,23 @@ async fn set_rate_limits(State(admin): Admin, body: Bytes) -> ApiResult<Response
     Ok(done())
 }
 
+/// Fields left out keep their current value.
 async fn set_delays(State(admin): Admin, body: Bytes) -> ApiResult<Response> {
-    let delays: Delays = parse_body(&body)?;
+    let patch: Value = parse_body(&body)?;
+    let Value::Object(patch) = patch else {
+        return Err(ApiError::bad_request(
+            "delays must be a JSON object of milliseconds",
+        ));
+    };
+    let mut current = serde_json::to_value(admin.delays()).unwrap_or_else(|_| json!({}));
+    for (key, value) in patch {
+        if current.get(&key).is_none() {
+            return Err(ApiError::bad_request(format!("unknown delay \"{key}\"")));
+        }
+        current[key.as_str()] = value;
+    }
+    let delays: Delays = serde_json::from_value(current)
+        .map_err(|err| ApiError::bad_request(format!("invalid delays: {err}")))?;
     admin.set_delays(delays);
     Ok(done())
 }

@@ -65,7 +65,8 @@
 //! Start of a started machine → 200 no-op; stop of a stopped/created machine → 200 no-op; every start
 //! (not only update) issues a new `instance_id`; waiting with an `instance_id` that is not current → 400;
 //! update of a stopped machine leaves it stopped unless configured otherwise; machine names are not
-//! unique; an existing IP type → 422; unknown secrets on delete → 404; the proxy's 502 (unknown machine)
+//! unique; an existing IP type → 422; unknown secrets on delete → 404; app delete stops and removes
+//! running machines without `force`; the proxy's 502 (unknown machine)
 //! and 503 (not running, autostart off) bodies are plain text.
 
 pub mod admin;

@@ -290,3 +290,136 @@ fn state_and_volume_data_survive_a_restart_with_a_state_dir() {
     );
     assert_eq!(env.fly.list_secrets(APP).expect("secrets").len(), 1);
 }
+
+#[test]
+fn admin_delays_patch_only_the_given_fields() {
+    let env = start();
+    let before = env.admin().delays();
+    let response = env
+        .http
+        .put(env.url("/_sim/delays"))
+        .json(&serde_json::json!({"boot": 250}))
+        .send()
+        .expect("send");
+    assert_eq!(response.status(), 204);
+    let after = env.admin().delays();
+    assert_eq!(after.boot, Duration::from_millis(250));
+    assert_eq!(after.stop, before.stop);
+    let response = env
+        .http
+        .put(env.url("/_sim/delays"))
+        .json(&serde_json::json!({"bogus": 1}))
+        .send()
+        .expect("send");
+    assert_eq!(response.status(), 400);
+}
+
+/// A bounded soak: a retrying client creates, boots, stops and destroys machines while a seeded profile
+/// fails a quarter of all calls (some after the effect). The world must end up exactly as intended:
+/// one machine per user found by metadata, none left behind after teardown.
+#[test]
+fn a_retrying_client_converges_under_seeded_chaos() {
+    let env = start_with(SimConfig {
+        chaos: Some(ChaosProfile {
+            seed: 42,
+            error_rate: 0.25,
+            statuses: vec![429, 500, 502, 503],
+            after_effect_rate: 0.5,
+            latency_rate: 0.1,
+            max_latency_ms: 20,
+        }),
+        ..config()
+    });
+    fn retry<T>(mut call: impl FnMut() -> Result<T, kiloclaw_core::fly::FlyError>) -> T {
+        for _ in 0..50 {
+            match call() {
+                Ok(value) => return value,
+                Err(err) if err.is_transient() => std::thread::sleep(Duration::from_millis(5)),
+                Err(err) => panic!("non-transient error under chaos: {err}"),
+            }
+        }
+        panic!("did not converge in 50 attempts");
+    }
+    let users: Vec<String> = (0..6).map(|i| format!("user{i}")).collect();
+    for user in &users {
+        // Intent first: look for an existing machine by metadata before creating, so an error reported
+        // after a create that happened never yields a duplicate.
+        let mut attempts = 0;
+        let id = loop {
+            attempts += 1;
+            assert!(attempts <= 50, "no machine for {user} after 50 attempts");
+            let found = retry(|| {
+                env.fly
+                    .list_machines(APP, &MachineListFilter::metadata("kiloclaw_user_id", user))
+            });
+            if let Some(machine) = found.first() {
+                break machine.id.clone();
+            }
+            let request = kiloclaw_core::fly::CreateMachineRequest {
+                config: machine_config(None, user),
+                ..Default::default()
+            };
+            if let Ok(machine) = env.fly.create_machine(APP, &request) {
+                break machine.id;
+            }
+        };
+        retry(|| {
+            env.fly.wait_machine(
+                APP,
+                &id,
+                &kiloclaw_core::fly::WaitRequest::new(kiloclaw_core::fly::WaitState::Started, 10),
+            )
+        });
+    }
+    env.admin().set_chaos(None);
+    let all = env
+        .fly
+        .list_machines(APP, &MachineListFilter::default())
+        .expect("list");
+    assert_eq!(all.len(), users.len(), "exactly one machine per user");
+    assert!(all.iter().all(|m| m.state == MachineState::Started));
+    let log = env.admin().requests();
+    assert!(
+        log.iter().any(|r| r.fault.as_deref() == Some("chaos")),
+        "chaos actually struck"
+    );
+    for machine in all {
+        env.fly
+            .destroy_machine(APP, &machine.id, true)
+            .expect("destroy");
+    }
+    eventually("all destroyed", || {
+        env.fly
+            .list_machines(APP, &MachineListFilter::default())
+            .expect("list")
+            .is_empty()
+    });
+}
+
+#[test]
+fn a_proxy_only_listener_routes_by_forced_instance() {
+    let env = start_with(SimConfig {
+        proxy_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..config()
+    });
+    assert_ne!(env.sim.proxy_url(), env.sim.api_url());
+    let machine = started_machine(&env, None, "px");
+    let response = env
+        .http
+        .get(format!("{}/v1/apps/{APP}/machines", env.sim.proxy_url()))
+        .header("fly-force-instance-id", &machine.id)
+        .send()
+        .expect("send");
+    let echo: serde_json::Value = response.json().expect("json");
+    assert_eq!(
+        echo["path"],
+        format!("/v1/apps/{APP}/machines"),
+        "the proxy port never serves the API"
+    );
+    let response = env
+        .http
+        .get(format!("{}/", env.sim.proxy_url()))
+        .send()
+        .expect("send");
+    assert_eq!(response.status(), 404);
+}
