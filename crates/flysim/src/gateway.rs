@@ -8,7 +8,8 @@
 //!   client's first frame must be `{"type":"req","id":…,"method":"connect","params":{"auth":{"token":…}}}`.
 //!   The token must equal the machine's `OPENCLAW_GATEWAY_TOKEN`, otherwise the reply is an error frame
 //!   whose `error.message` contains `gateway token missing` or `gateway token mismatch`, followed by a
-//!   close with code 1008. After `hello-ok` every text/binary frame is echoed back. The socket closes with
+//!   close with code 1008 (a machine booted without any token accepts every `connect`, as OpenClaw does
+//!   without `--token`). After `hello-ok` every text/binary frame is echoed back. The socket closes with
 //!   1012 when the machine stops, restarts or is replaced.
 
 use std::collections::BTreeMap;
