@@ -71,6 +71,7 @@ impl SimState {
             Some(dir) => match persist::load(dir)? {
                 Some(mut world) => {
                     world.settle_after_restore();
+                    world.ensure_apps(&config.apps);
                     world
                 }
                 None => World::new(&config.regions, &config.apps),

@@ -219,6 +219,13 @@ impl World {
         world
     }
 
+    /// Makes sure the configured apps exist (after loading a saved world).
+    pub fn ensure_apps(&mut self, apps: &[(String, String)]) {
+        for (name, org) in apps {
+            self.insert_app(name, org, None);
+        }
+    }
+
     // ---------------------------------------------------------------- capacity
 
     pub fn free_memory(&self, zone: &str) -> u64 {
