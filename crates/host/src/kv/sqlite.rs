@@ -66,15 +66,14 @@ impl SqliteStore {
                 )",
             )
             .map_err(backend)?;
-        if !has_version_column(&connection)? {
-            if let Err(e) = connection.execute_batch(
+        if !has_version_column(&connection)?
+            && let Err(e) = connection.execute_batch(
                 "ALTER TABLE spin_key_value ADD COLUMN kc_version INTEGER NOT NULL DEFAULT 0",
-            ) {
-                // Another process may have added it between our check and the ALTER.
-                if !has_version_column(&connection)? {
-                    return Err(backend(e));
-                }
-            }
+            )
+            // Another process may have added it between our check and the ALTER.
+            && !has_version_column(&connection)?
+        {
+            return Err(backend(e));
         }
         Ok(Self {
             label: label.to_string(),

@@ -292,16 +292,17 @@ fn validate(raw: RawManifest, base_dir: &Path) -> Result<Manifest, ManifestError
                 ));
             }
         };
-        if let Some(executor) = &t.executor {
-            if executor.kind != "http" && executor.kind != "spin" {
-                return Err(invalid(
-                    &item,
-                    format!(
-                        "executor type `{}` is not supported (only `http`)",
-                        executor.kind
-                    ),
-                ));
-            }
+        if let Some(executor) = &t.executor
+            && executor.kind != "http"
+            && executor.kind != "spin"
+        {
+            return Err(invalid(
+                &item,
+                format!(
+                    "executor type `{}` is not supported (only `http`)",
+                    executor.kind
+                ),
+            ));
         }
         let target = match (&t.component, &t.static_response) {
             (Some(c), None) => HttpTarget::Component(resolve_ref(&item, c)?),
@@ -349,13 +350,13 @@ fn validate(raw: RawManifest, base_dir: &Path) -> Result<Manifest, ManifestError
     }
 
     for (index, t) in http_triggers.iter().enumerate() {
-        if let HttpTarget::Component(id) = &t.target {
-            if !components.contains_key(id) {
-                return Err(invalid(
-                    format!("trigger.http[{index}]"),
-                    format!("references unknown component `{id}`"),
-                ));
-            }
+        if let HttpTarget::Component(id) = &t.target
+            && !components.contains_key(id)
+        {
+            return Err(invalid(
+                format!("trigger.http[{index}]"),
+                format!("references unknown component `{id}`"),
+            ));
         }
     }
     for (index, t) in cron_triggers.iter().enumerate() {
@@ -537,13 +538,13 @@ fn validate_component(
                 ));
             }
         };
-        if let Some(inherit) = &table.inherit_configuration {
-            if inherit.as_bool().is_none() {
-                return Err(invalid(
-                    &dep_item,
-                    "`inherit_configuration` lists are not supported; use true or false",
-                ));
-            }
+        if let Some(inherit) = &table.inherit_configuration
+            && inherit.as_bool().is_none()
+        {
+            return Err(invalid(
+                &dep_item,
+                "`inherit_configuration` lists are not supported; use true or false",
+            ));
         }
         dependencies.push(Dependency {
             name: name.clone(),

@@ -143,10 +143,9 @@ async fn dispatch(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        && length > app.limits.max_request_body_bytes
     {
-        if length > app.limits.max_request_body_bytes {
-            return (empty(StatusCode::PAYLOAD_TOO_LARGE), Some(component_id));
-        }
+        return (empty(StatusCode::PAYLOAD_TOO_LARGE), Some(component_id));
     }
     let Some(prepared) = app.http_components.get(&component_id) else {
         return (empty(StatusCode::INTERNAL_SERVER_ERROR), Some(component_id));
