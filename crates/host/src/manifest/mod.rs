@@ -306,6 +306,15 @@ fn validate(raw: RawManifest, base_dir: &Path) -> Result<Manifest, ManifestError
         }
         let target = match (&t.component, &t.static_response) {
             (Some(c), None) => HttpTarget::Component(resolve_ref(&item, c)?),
+            (None, Some(s)) if s.status_code.is_some_and(|c| !(100..=599).contains(&c)) => {
+                return Err(invalid(
+                    &item,
+                    format!(
+                        "static_response status_code {} is not an HTTP status",
+                        s.status_code.unwrap_or_default()
+                    ),
+                ));
+            }
             (None, Some(s)) => HttpTarget::Static(StaticResponse {
                 status: s.status_code.unwrap_or(200),
                 headers: s

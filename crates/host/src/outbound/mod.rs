@@ -5,8 +5,8 @@
 //! (keep-alive, rustls with the webpki roots) shared by every instance, plugged in through the
 //! [`WasiHttpHooks::send_request`] hook. Each request is first checked against the component's
 //! `allowed_outbound_hosts` (denied → `HttpRequestDenied`), the `Host` header is dropped as Spin
-//! does, and the request options' connect and first-byte timeouts apply (default 600 s each, as
-//! in Spin).
+//! does, and the request options' connect, first-byte and between-bytes timeouts apply (default
+//! 600 s each, as in Spin).
 
 mod allowed_hosts;
 
@@ -89,7 +89,63 @@ impl OutboundClient {
                     HttpError::HttpProtocolError
                 }
             })?;
-        Ok(response.map(|b| b.map_err(HttpError::Hyper).boxed_unsync()))
+        let between_bytes = options
+            .and_then(|o| o.between_bytes_timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        Ok(response.map(|b| {
+            BetweenBytesTimeout::new(b.map_err(HttpError::Hyper), between_bytes).boxed_unsync()
+        }))
+    }
+}
+
+/// Fails a response body that stalls longer than `timeout` between two frames.
+struct BetweenBytesTimeout<B> {
+    inner: std::pin::Pin<Box<B>>,
+    timeout: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> BetweenBytesTimeout<B> {
+    fn new(inner: B, timeout: Duration) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl<B> http_body::Body for BetweenBytesTimeout<B>
+where
+    B: http_body::Body<Data = Bytes, Error = HttpError>,
+{
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+        use std::task::Poll;
+        match self.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                self.sleep.as_mut().reset(deadline);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -155,4 +211,37 @@ pub fn full_body(bytes: impl Into<Bytes>) -> WasiBody {
     http_body_util::Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out_between_frames() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, HttpError>>(1);
+        let stalled =
+            http_body_util::StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async {
+                rx.recv().await.map(|frame| (frame, rx))
+            }));
+        let mut body = BetweenBytesTimeout::new(stalled, Duration::from_millis(50));
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"first"))))
+            .await
+            .expect("send");
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().ok(), Some(Bytes::from_static(b"first")));
+        let started = std::time::Instant::now();
+        let stalled = body.frame().await.expect("a result");
+        assert!(matches!(stalled, Err(HttpError::ConnectionReadTimeout)));
+        assert!(started.elapsed() >= Duration::from_millis(45));
+        drop(tx);
+    }
+
+    #[test]
+    fn exact_host_does_not_match_lookalike_suffixes() {
+        let allowed =
+            AllowedHosts::parse(&["https://api.machines.dev".to_string()]).expect("parse");
+        assert!(allowed.allows("https", "api.machines.dev", 443));
+        assert!(!allowed.allows("https", "api.machines.dev.evil.com", 443));
+    }
 }
