@@ -1,4 +1,4 @@
-//! Request limits: body size (413) and header size.
+//! Request limits (body size 413, header size 431) and graceful shutdown.
 
 use crate::harness::Scenario;
 
@@ -36,4 +36,36 @@ async fn oversized_headers_are_rejected() {
     assert_eq!(r.status().as_u16(), 431);
     assert_eq!(host.get("/?op=body-len").await, (200, "0".into()));
     host.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_is_graceful_for_in_flight_requests() {
+    let s = Scenario::new("body-limit", &[]);
+    let host = s.start().await;
+    let url = format!("{}/?op=sleep&ms=700", host.base);
+    let client = host.client.clone();
+    let in_flight = tokio::spawn(async move { client.get(url).send().await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let base = host.base.clone();
+    let started = std::time::Instant::now();
+    host.stop().await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "shutdown must wait for the in-flight request"
+    );
+    let response = in_flight
+        .await
+        .expect("join")
+        .expect("in-flight request completes");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.text().await.expect("body"), "slept 700");
+    // No longer accepting.
+    let fresh = reqwest::Client::new();
+    assert!(
+        fresh
+            .get(format!("{base}/?op=body-len"))
+            .send()
+            .await
+            .is_err()
+    );
 }

@@ -7,7 +7,6 @@ wit_bindgen::generate!({
     world: "fermyon:spin-cron/spin-cron",
 });
 
-
 struct Ticker;
 
 impl Guest for Ticker {

@@ -14,7 +14,11 @@ wit_bindgen::generate!({
 
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
-    let name = req.query().strip_prefix("name=").unwrap_or("world").to_string();
+    let name = req
+        .query()
+        .strip_prefix("name=")
+        .unwrap_or("world")
+        .to_string();
     let greeting = kiloclaw_test::greeter::greet::hello(&name);
     Ok(Response::builder().status(200).body(greeting).build())
 }

@@ -82,7 +82,9 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         "var" => match spin_sdk::variables::get(&get("name")) {
             Ok(v) => text(200, v),
             Err(spin_sdk::variables::Error::Undefined(m)) => text(404, format!("undefined: {m}")),
-            Err(spin_sdk::variables::Error::InvalidName(m)) => text(400, format!("invalid-name: {m}")),
+            Err(spin_sdk::variables::Error::InvalidName(m)) => {
+                text(400, format!("invalid-name: {m}"))
+            }
             Err(e) => text(500, format!("{e:?}")),
         },
         "env" => match std::env::var(get("name")) {
@@ -99,6 +101,11 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             text(200, "printed")
         }
         "trap" => panic!("asked to trap"),
+        "sleep" => {
+            let ms: u64 = get("ms").parse().unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            text(200, format!("slept {ms}"))
+        }
         "body-len" => text(200, req.body().len().to_string()),
         "kv-set" | "kv-get" | "kv-delete" | "kv-exists" | "kv-keys" => {
             let s = match Store::open(&label) {
@@ -199,9 +206,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                     .unwrap_or(0);
                 let next = current + 1;
                 match atomics::swap(cas, next.to_string().as_bytes()) {
-                    Ok(()) => {
-                        break json(serde_json::json!({ "value": next, "retries": retries }))
-                    }
+                    Ok(()) => break json(serde_json::json!({ "value": next, "retries": retries })),
                     Err(atomics::CasError::CasFailed(fresh)) => {
                         retries += 1;
                         cas = fresh;
@@ -220,7 +225,13 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         }
         "batch" => {
             let b = store::open(&label)?;
-            batch::set_many(&b, &[("b1".into(), b"one".to_vec()), ("b2".into(), b"two".to_vec())])?;
+            batch::set_many(
+                &b,
+                &[
+                    ("b1".into(), b"one".to_vec()),
+                    ("b2".into(), b"two".to_vec()),
+                ],
+            )?;
             let got = batch::get_many(&b, &["b1".into(), "b2".into(), "b3".into()])?;
             batch::delete_many(&b, &["b1".into()])?;
             let after = b.exists("b1")?;
@@ -233,12 +244,19 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             }))
         }
         "fetch" => {
-            let request = Request::builder().method(Method::Get).uri(get("url")).build();
+            let request = Request::builder()
+                .method(Method::Get)
+                .uri(get("url"))
+                .build();
             let result: Result<Response, _> = spin_sdk::http::send(request).await;
             match result {
                 Ok(r) => text(
                     200,
-                    format!("status={} body={}", r.status(), String::from_utf8_lossy(r.body())),
+                    format!(
+                        "status={} body={}",
+                        r.status(),
+                        String::from_utf8_lossy(r.body())
+                    ),
                 ),
                 Err(e) => text(502, format!("error: {e:?}")),
             }
