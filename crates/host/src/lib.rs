@@ -17,7 +17,25 @@
 //! ```
 //!
 //! [`compose_component`] returns one component with its dependencies composed in, for hosts that
-//! cannot compose (`kiloclaw compose`).
+//! cannot compose (`kiloclaw compose`). [`manifest::Manifest::load`] gives the validated manifest
+//! (component `build` commands included) without compiling anything. [`App::run_cron_once`] runs
+//! one cron tick on demand; [`App::run_cron`] runs the cron schedules alone, like Spin's separate
+//! cron process.
+//!
+//! The library logs through `tracing` and leaves the output format to the embedder; the
+//! `kiloclaw-host-serve` test runner and the `kiloclaw` CLI install a JSON subscriber, which makes
+//! every event one JSON line: `tag = "access"` per request (method, path, status, duration_ms,
+//! component), `tag = "guest"` per guest stdout/stderr line (component, stream), `tag = "cron"`
+//! per tick, `tag = "load"` for load steps.
+//!
+//! # Tests
+//!
+//! `cargo test -p kiloclaw-host` runs the unit tests beside each module and the conformance
+//! suite in `tests/all/` (one binary). The suite builds the spin-sdk 5.2 guests in
+//! `tests/guests/` (their own wasm workspace) once per run, instantiates one scenario folder per
+//! behaviour from `tests/scenarios/<name>/` (`spin.toml`, optional `runtime-config.toml`), and
+//! talks to the host over 127.0.0.1. It needs Redis at 127.0.0.1:6379 (keys are prefixed per
+//! run; nothing is flushed). Set `KILOCLAW_HOST_GUEST_TARGET_DIR` to reuse a guest build dir.
 //!
 //! # What is implemented (and matches Spin)
 //!
