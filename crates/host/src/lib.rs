@@ -594,3 +594,16 @@ impl ServerHandle {
         while self.tasks.join_next().await.is_some() {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn public_handles_can_cross_tasks() {
+        assert_send_sync::<super::App>();
+        assert_send_sync::<super::ServerHandle>();
+        assert_send_sync::<super::LoadError>();
+        assert_send_sync::<super::CronError>();
+    }
+}

@@ -79,7 +79,7 @@ impl Router {
                 based_route: based_route(raw),
             };
             if let Some(existing) = by_route.iter_mut().find(|(k, _)| *k == key) {
-                tracing::warn!(
+                tracing::error!(
                     tag = "route",
                     route = raw,
                     "duplicate route: the last declaration wins, as in Spin"
