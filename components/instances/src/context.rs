@@ -28,6 +28,24 @@ impl Random for HostRandom {
     }
 }
 
+/// Sends the core's `tracing` events (one JSON line per reconcile decision and lifecycle step) to
+/// stderr, which Spin hosts collect as the component's log. Installed once per instance.
+fn install_logger() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // A host that already installed a subscriber keeps it.
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_target(false)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::stderr)
+            .try_init();
+    });
+}
+
 /// Everything a lifecycle operation needs.
 pub struct Context {
     pub settings: Settings,
@@ -40,6 +58,7 @@ pub struct Context {
 impl Context {
     /// Reads and validates the settings (every problem reported at once), opens the bucket.
     pub fn open() -> Result<Self, InstanceError> {
+        install_logger();
         let token = variable("fly_api_token");
         let mut problems = Vec::new();
         if token.is_none() {

@@ -1,6 +1,8 @@
 //! The exported operations: open the call's context, run the core's lifecycle operation, map the
 //! result. The decisions (leases, intent, Fly calls, recovery) all live in `kiloclaw_core::lifecycle`.
 
+use std::time::Duration;
+
 use kiloclaw_core::lifecycle::{Instances, LifecycleError};
 use kiloclaw_core::requests::{parse_channels_patch, parse_kilocode_patch, parse_provision};
 
@@ -120,14 +122,40 @@ pub fn volume_snapshots(user_id: &str) -> Result<Vec<VolumeSnapshot>, InstanceEr
         .collect())
 }
 
-fn reconciler_pending(operation: &str) -> InstanceError {
-    InstanceError::Internal(format!("{operation}: the core reconciler is not wired yet"))
+/// Upper bound of checks per `reconcile-due` call, on top of the time budget.
+const MAX_CHECKS_PER_PASS: u32 = 5_000;
+
+pub fn reconcile(user_id: &str) -> Result<ReconcileOutcome, InstanceError> {
+    with_instances(|instances| {
+        let outcome = instances.reconcile(user_id, "api")?;
+        let next_check_at = instances
+            .record(user_id)?
+            .and_then(|record| record.next_check_at_ms);
+        Ok((outcome, next_check_at))
+    })
+    .map(|(outcome, next_check_at)| ReconcileOutcome {
+        checked: outcome.checked,
+        rate_limited: outcome.rate_limited,
+        status: outcome.status.as_deref().and_then(views::lifecycle),
+        next_check_at: next_check_at.and_then(|ms| u64::try_from(ms).ok()),
+    })
 }
 
-pub fn reconcile(_user_id: &str) -> Result<ReconcileOutcome, InstanceError> {
-    Err(reconciler_pending("reconcile"))
-}
-
-pub fn reconcile_due(_budget_ms: u32) -> Result<ReconcileSummary, InstanceError> {
-    Err(reconciler_pending("reconcile-due"))
+pub fn reconcile_due(budget_ms: u32) -> Result<ReconcileSummary, InstanceError> {
+    let started = std::time::Instant::now();
+    let report = with_instances(|instances| {
+        instances.reconcile_due(
+            Duration::from_millis(u64::from(budget_ms)),
+            MAX_CHECKS_PER_PASS,
+        )
+    })?;
+    Ok(ReconcileSummary {
+        minutes: report.minutes,
+        checked: report.checked,
+        skipped: report.skipped,
+        requeued: report.requeued,
+        errors: report.errors,
+        rate_limited: report.rate_limited,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
 }

@@ -56,11 +56,12 @@ impl bindings::Guest for Reconciler {
                         "reason": "cron",
                         "action": "reconcile_due",
                         "tick_timestamp": metadata.timestamp,
-                        "examined": summary.examined,
-                        "reconciled": summary.reconciled,
-                        "failed": summary.failed,
-                        "skipped_busy": summary.skipped_busy,
-                        "budget_exhausted": summary.budget_exhausted,
+                        "minutes": summary.minutes,
+                        "checked": summary.checked,
+                        "skipped": summary.skipped,
+                        "requeued": summary.requeued,
+                        "errors": summary.errors,
+                        "rate_limited": summary.rate_limited,
                         "elapsed_ms": summary.elapsed_ms,
                     })
                 );

@@ -141,7 +141,12 @@ fn reconcile(request: &Request) -> Result<Reply, EdgeError> {
         let outcome = instances::reconcile(&user_id)?;
         return Ok(Reply::json(
             200,
-            &json!({"actions": outcome.actions, "nextDueAt": outcome.next_due_at}),
+            &json!({
+                "checked": outcome.checked,
+                "rateLimited": outcome.rate_limited,
+                "status": outcome.status.map(imports::lifecycle_name),
+                "nextCheckAt": outcome.next_check_at,
+            }),
         ));
     }
     let budget_ms = match object.get("budgetMs") {
@@ -165,11 +170,12 @@ fn reconcile(request: &Request) -> Result<Reply, EdgeError> {
     Ok(Reply::json(
         200,
         &json!({
-            "examined": summary.examined,
-            "reconciled": summary.reconciled,
-            "failed": summary.failed,
-            "skippedBusy": summary.skipped_busy,
-            "budgetExhausted": summary.budget_exhausted,
+            "minutes": summary.minutes,
+            "checked": summary.checked,
+            "skipped": summary.skipped,
+            "requeued": summary.requeued,
+            "errors": summary.errors,
+            "rateLimited": summary.rate_limited,
             "elapsedMs": summary.elapsed_ms,
         }),
     ))
