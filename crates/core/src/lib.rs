@@ -7,11 +7,17 @@
 
 pub mod auth;
 pub mod clock;
+pub mod due;
 pub mod edge;
+pub mod env;
 pub mod fly;
 pub mod ids;
 pub mod kv;
+pub mod lifecycle;
+pub mod machine;
 pub mod record;
+pub mod requests;
+pub mod settings;
 pub mod store;
 
 #[cfg(any(test, feature = "testing"))]

@@ -214,6 +214,8 @@ pub struct InstanceRecord {
     pub last_metadata_recovery_at: Option<i64>,
     /// When the reconciler should next look at this instance.
     pub next_check_at_ms: Option<i64>,
+    /// When a status read last asked Fly about the machine (30 s throttle).
+    pub last_live_check_at: Option<i64>,
     /// Per-user Fly app setup progress.
     pub app_setup: AppSetup,
     /// Raw values of fields that failed to decode, kept for forensics; never interpreted.
@@ -271,6 +273,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "orphanedVolumeIds",
     "lastMetadataRecoveryAt",
     "nextCheckAtMs",
+    "lastLiveCheckAt",
     "appSetup",
     "_quarantine",
 ];
@@ -346,6 +349,7 @@ impl InstanceRecord {
             orphaned_volume_ids: decoder.id_list("orphanedVolumeIds"),
             last_metadata_recovery_at: decoder.time_field("lastMetadataRecoveryAt"),
             next_check_at_ms: decoder.time_field("nextCheckAtMs"),
+            last_live_check_at: decoder.time_field("lastLiveCheckAt"),
             app_setup: decoder.field("appSetup").unwrap_or_default(),
             quarantine: Map::new(),
             extra: Map::new(),
@@ -359,7 +363,10 @@ impl InstanceRecord {
         record.quarantine = quarantine;
         // A record that carries Fly ids but lost its status to a bad field is still provisioned: treating it
         // as fresh is exactly the original's bug (a second volume on the next provision).
-        if record.status.is_none() && !record.user_id.is_empty() {
+        if record.status.is_none()
+            && !record.user_id.is_empty()
+            && report.bad_fields.iter().any(|f| f == "status")
+        {
             record.status = Some(InstanceState::Stopped);
         }
         Ok((record, report))

@@ -70,6 +70,8 @@ struct State {
     exec_response: Option<ExecResponse>,
     /// Machines that stay in their current state on the next start/update (a stuck boot).
     stuck_machines: BTreeSet<String>,
+    /// Apps that exist but are invisible to our token (another org's app): GET answers 404.
+    foreign_apps: BTreeSet<String>,
 }
 
 /// The fake Fly API. `Sync`, so tests may share it between threads.
@@ -139,6 +141,13 @@ impl FakeFly {
     /// Adds an app directly (as if created earlier, e.g. the legacy shared app).
     pub fn add_app(&self, app: &str, org: &str) {
         self.lock().apps.entry(app.to_owned()).or_default().org = org.to_owned();
+    }
+
+    /// Adds an app owned by another organisation: its name is taken, but GET cannot see it.
+    pub fn add_foreign_app(&self, app: &str) {
+        let mut state = self.lock();
+        state.apps.entry(app.to_owned()).or_default().org = "foreign".into();
+        state.foreign_apps.insert(app.to_owned());
     }
 
     /// Forces a machine into `state` (a crash, an external stop).
@@ -698,6 +707,9 @@ impl FlyApi for FakeFly {
 
     fn get_app(&self, app: &str) -> Result<Option<App>, FlyError> {
         let state = self.begin(FlyCall::GetApp, app.to_owned())?;
+        if state.foreign_apps.contains(app) {
+            return Ok(None);
+        }
         Ok(state.apps.get(app).map(|a| {
             serde_json::from_value(json!({"id": app, "name": app, "status": "deployed",
                 "organization": {"name": a.org, "slug": a.org}}))

@@ -1,0 +1,467 @@
+//! Fly resource steps shared by the operations and the reconciler: the per-user app, volumes (with region
+//! fallback and capacity replacement), machines (create, start, stop with `instance_id`) and deletes.
+
+use crate::fly::{
+    AllocateIpRequest, CreateAppRequest, CreateMachineRequest, FlyError, IpAssignmentType, Machine,
+    MachineConfig, MachineListFilter, MachineState, UpdateMachineRequest, Volume, WaitRequest,
+    WaitState,
+};
+use crate::ids::app_name_from_user_id;
+use crate::machine::{
+    METADATA_USER_ID, deprioritize_region, machine_config, regions_for, volume_request,
+};
+use crate::record::InstanceRecord;
+
+use super::{LifecycleError, Session};
+
+/// Result of a best-effort delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeleteResult {
+    /// Deleted now.
+    Deleted,
+    /// Fly says it no longer exists (404).
+    AlreadyGone,
+    /// Fly failed; the id must be kept for a retry.
+    Failed,
+}
+
+impl<'a> Session<'_, 'a> {
+    /// The Fly app for this record: its own app, else the legacy shared app.
+    pub(crate) fn app_name(&self) -> Result<String, LifecycleError> {
+        self.record()
+            .fly_app_name
+            .clone()
+            .or_else(|| self.instances.settings.legacy_fly_app_name.clone())
+            .ok_or(LifecycleError::NoFlyApp)
+    }
+
+    /// Creates or completes the user's own Fly app (§4.8): name, app, IPv6, shared IPv4, each step
+    /// committed as it succeeds so a retry resumes where it stopped. Without `fly_org_slug` the legacy app
+    /// is used and nothing happens.
+    pub(crate) fn ensure_app(&mut self) -> Result<(), LifecycleError> {
+        let settings = self.instances.settings;
+        let Some(org) = settings.fly_org_slug.clone() else {
+            if settings.legacy_fly_app_name.is_none() {
+                return Err(LifecycleError::NoFlyApp);
+            }
+            return Ok(());
+        };
+        let user_id = self.user_id();
+        let name = self
+            .record()
+            .fly_app_name
+            .clone()
+            .unwrap_or_else(|| app_name_from_user_id(&user_id, settings.is_development()));
+        if self.record().fly_app_name.as_deref() != Some(name.as_str()) {
+            let persisted = name.clone();
+            self.commit(|r| r.fly_app_name = Some(persisted.clone()))?;
+        }
+        let fly = self.instances.fly;
+        if !self.record().app_setup.created {
+            let exists = fly
+                .get_app(&name)
+                .map_err(|e| LifecycleError::fly("get app", e))?
+                .is_some();
+            if !exists {
+                match fly.create_app(&CreateAppRequest::new(
+                    name.clone(),
+                    org,
+                    Some(name.clone()),
+                )) {
+                    Ok(_) => {
+                        tracing::info!(tag = "lifecycle", action = "create_app", user_id, app = %name)
+                    }
+                    Err(error) if error.is_name_taken() => {
+                        self.verify_app_ownership(&name, &user_id)?
+                    }
+                    Err(error) => return Err(LifecycleError::fly("create app", error)),
+                }
+            }
+            self.commit(|r| r.app_setup.created = true)?;
+        }
+        if !self.record().app_setup.ipv6_allocated {
+            allocate(fly, &name, IpAssignmentType::V6)?;
+            self.commit(|r| r.app_setup.ipv6_allocated = true)?;
+        }
+        if !self.record().app_setup.ipv4_allocated {
+            allocate(fly, &name, IpAssignmentType::SharedV4)?;
+            self.commit(|r| r.app_setup.ipv4_allocated = true)?;
+        }
+        Ok(())
+    }
+
+    /// A taken name is ours unless one of its machines names another user (listing failures fail open,
+    /// as the original did: the name is derived from our own user id).
+    fn verify_app_ownership(&self, app: &str, user_id: &str) -> Result<(), LifecycleError> {
+        match self
+            .instances
+            .fly
+            .list_machines(app, &MachineListFilter::default())
+        {
+            Ok(machines) => {
+                let foreign = machines.iter().any(|m| {
+                    m.metadata_value(METADATA_USER_ID)
+                        .is_some_and(|owner| owner != user_id)
+                });
+                if foreign {
+                    tracing::error!(
+                        tag = "lifecycle",
+                        action = "app_name_collision",
+                        user_id,
+                        app
+                    );
+                    return Err(LifecycleError::AppNameCollision {
+                        app: app.to_owned(),
+                    });
+                }
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(tag = "lifecycle", action = "app_ownership_unverified", user_id, app, error = %error);
+                Ok(())
+            }
+        }
+    }
+
+    /// Creates a volume in the first region with capacity (`createVolumeWithFallback`).
+    pub(crate) fn create_volume_with_fallback(
+        &self,
+        regions: &[String],
+        source_volume_id: Option<&str>,
+    ) -> Result<Volume, LifecycleError> {
+        let app = self.app_name()?;
+        let mut last_error = None;
+        for region in regions {
+            let request = volume_request(self.record(), region, source_volume_id);
+            match self.instances.fly.create_volume(&app, &request) {
+                Ok(volume) => return Ok(volume),
+                Err(error) if error.is_capacity() => {
+                    tracing::warn!(tag = "lifecycle", action = "volume_region_full", region = %region, error = %error);
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(LifecycleError::fly("create volume", error)),
+            }
+        }
+        match last_error {
+            Some(error) => Err(LifecycleError::fly("create volume", error)),
+            None => Err(LifecycleError::NoRegion(
+                "createVolumeWithFallback: no regions provided".into(),
+            )),
+        }
+    }
+
+    /// Region order for a new volume: the region already recorded first, then the user's list.
+    fn volume_regions(&self) -> Vec<String> {
+        let mut regions = regions_for(self.record(), self.instances.settings);
+        if let Some(current) = &self.record().fly_region {
+            regions.retain(|r| r != current);
+            regions.insert(0, current.clone());
+        }
+        regions
+    }
+
+    /// Creates a volume when there is none (`ensureVolume`) and commits its id and region.
+    pub(crate) fn ensure_volume(&mut self, reason: &'static str) -> Result<(), LifecycleError> {
+        if self.record().fly_volume_id.is_some() || self.record().sandbox_id.is_empty() {
+            return Ok(());
+        }
+        let volume = self.create_volume_with_fallback(&self.volume_regions(), None)?;
+        tracing::info!(tag = "reconcile", reason, action = "create_volume", user_id = %self.user_id(),
+            volume_id = %volume.id, region = %volume.region);
+        self.commit(|r| {
+            r.fly_volume_id = Some(volume.id.clone());
+            r.fly_region = Some(volume.region.clone());
+        })
+    }
+
+    /// Capacity recovery (`replaceStrandedVolume`): retire the machine (kept as an orphan if Fly will not
+    /// delete it now), fork the volume elsewhere when it holds user data (a failed fork propagates: no
+    /// silent empty volume) or create a fresh one, and delete the old volume best-effort (kept as an
+    /// orphan on failure, so nothing leaks silently).
+    pub(crate) fn replace_stranded_volume(
+        &mut self,
+        reason: &'static str,
+    ) -> Result<(), LifecycleError> {
+        let Some(old_volume) = self.record().fly_volume_id.clone() else {
+            return Ok(());
+        };
+        if self.record().sandbox_id.is_empty() {
+            return Ok(());
+        }
+        let user_id = self.user_id();
+        let has_user_data = self.record().last_started_at.is_some();
+        let regions = deprioritize_region(
+            regions_for(self.record(), self.instances.settings),
+            self.record().fly_region.as_deref(),
+        );
+        self.retire_machine(reason)?;
+        let volume = if has_user_data {
+            let volume = self.create_volume_with_fallback(&regions, Some(&old_volume))?;
+            tracing::info!(tag = "reconcile", reason, action = "fork_stranded_volume", user_id,
+                old_volume_id = %old_volume, volume_id = %volume.id, region = %volume.region);
+            volume
+        } else {
+            self.commit(|r| {
+                r.fly_volume_id = None;
+                r.fly_region = None;
+                if !r.orphaned_volume_ids.contains(&old_volume) {
+                    r.orphaned_volume_ids.push(old_volume.clone());
+                }
+            })?;
+            let volume = self.create_volume_with_fallback(&regions, None)?;
+            tracing::info!(tag = "reconcile", reason, action = "create_replacement_volume", user_id,
+                volume_id = %volume.id, region = %volume.region);
+            volume
+        };
+        self.commit(|r| {
+            r.fly_volume_id = Some(volume.id.clone());
+            r.fly_region = Some(volume.region.clone());
+        })?;
+        let result = self.delete_volume(&old_volume);
+        tracing::info!(tag = "reconcile", reason, action = "delete_stranded_volume", user_id,
+            volume_id = %old_volume, result = ?result);
+        self.commit(|r| match result {
+            DeleteResult::Deleted | DeleteResult::AlreadyGone => {
+                r.orphaned_volume_ids.retain(|v| v != &old_volume)
+            }
+            DeleteResult::Failed => {
+                if !r.orphaned_volume_ids.contains(&old_volume) {
+                    r.orphaned_volume_ids.push(old_volume.clone());
+                }
+            }
+        })
+    }
+
+    /// Removes the current machine from the record: deleted, already gone, or (on failure) moved to the
+    /// orphan list for the reconciler to delete later (fixes bug §10 #16).
+    fn retire_machine(&mut self, reason: &'static str) -> Result<(), LifecycleError> {
+        let Some(machine_id) = self.record().fly_machine_id.clone() else {
+            return Ok(());
+        };
+        let result = self.delete_machine(&machine_id);
+        tracing::info!(tag = "reconcile", reason, action = "destroy_stranded_machine", user_id = %self.user_id(),
+            machine_id = %machine_id, result = ?result);
+        self.commit(|r| {
+            r.fly_machine_id = None;
+            if result == DeleteResult::Failed && !r.orphaned_machine_ids.contains(&machine_id) {
+                r.orphaned_machine_ids.push(machine_id.clone());
+            }
+        })
+    }
+
+    /// `DELETE /machines/{id}?force=true`, classified.
+    pub(crate) fn delete_machine(&self, machine_id: &str) -> DeleteResult {
+        let Ok(app) = self.app_name() else {
+            return DeleteResult::Failed;
+        };
+        match self.instances.fly.destroy_machine(&app, machine_id, true) {
+            Ok(()) => DeleteResult::Deleted,
+            Err(error) if error.is_not_found() => DeleteResult::AlreadyGone,
+            Err(error) => {
+                tracing::warn!(tag = "lifecycle", action = "destroy_machine_error", machine_id, error = %error);
+                DeleteResult::Failed
+            }
+        }
+    }
+
+    /// `DELETE /volumes/{id}`, classified.
+    pub(crate) fn delete_volume(&self, volume_id: &str) -> DeleteResult {
+        let Ok(app) = self.app_name() else {
+            return DeleteResult::Failed;
+        };
+        match self.instances.fly.delete_volume(&app, volume_id) {
+            Ok(()) => DeleteResult::Deleted,
+            Err(error) if error.is_not_found() => DeleteResult::AlreadyGone,
+            Err(error) => {
+                tracing::warn!(tag = "lifecycle", action = "delete_volume_error", volume_id, error = %error);
+                DeleteResult::Failed
+            }
+        }
+    }
+
+    /// The machine config for the current record (env built fresh).
+    pub(crate) fn build_config(&self) -> Result<MachineConfig, LifecycleError> {
+        let instances = self.instances;
+        let env = crate::env::build_env(self.record(), instances.settings, instances.decryptor)?;
+        Ok(machine_config(self.record(), instances.settings, &env))
+    }
+
+    fn wait(
+        &mut self,
+        machine_id: &str,
+        state: WaitState,
+        instance_id: Option<String>,
+    ) -> Result<(), FlyError> {
+        if let Err(error) = self.renew() {
+            tracing::warn!(tag = "lifecycle", action = "renew_failed", error = %error);
+        }
+        let app = self
+            .app_name()
+            .map_err(|e| FlyError::invalid_request("wait", e.to_string()))?;
+        let mut request = WaitRequest::new(state, self.instances.settings.startup_timeout_s);
+        request.instance_id = instance_id;
+        self.instances
+            .fly
+            .wait_machine(&app, machine_id, &request)
+            .map(|_| ())
+    }
+
+    /// `createNewMachine`: create (name = sandbox id, so a crash before the commit is found again by
+    /// metadata recovery), commit the id at once, then wait for `started`.
+    pub(crate) fn create_machine(&mut self, config: MachineConfig) -> Result<(), LifecycleError> {
+        let app = self.app_name()?;
+        let record = self.record();
+        let request = CreateMachineRequest {
+            config,
+            name: Some(record.sandbox_id.clone()),
+            region: record
+                .fly_region
+                .clone()
+                .or_else(|| self.instances.settings.fly_regions.first().cloned()),
+            ..CreateMachineRequest::default()
+        };
+        let machine = self
+            .instances
+            .fly
+            .create_machine(&app, &request)
+            .map_err(|e| LifecycleError::fly("create machine", e))?;
+        tracing::info!(tag = "lifecycle", action = "create_machine", user_id = %self.user_id(), machine_id = %machine.id,
+            region = %machine.region);
+        self.commit(|r| r.fly_machine_id = Some(machine.id.clone()))?;
+        self.wait(&machine.id, WaitState::Started, None)
+            .map_err(|e| LifecycleError::fly("wait for started", e))
+    }
+
+    /// `startExistingMachine`: update a stopped/created machine (which starts it), start a suspended one,
+    /// leave a started one, wait otherwise. 404 → forget the machine and create a new one; any other error
+    /// propagates (never a duplicate machine on a transient error).
+    pub(crate) fn start_existing_machine(
+        &mut self,
+        machine_id: &str,
+        config: MachineConfig,
+    ) -> Result<(), LifecycleError> {
+        let app = self.app_name()?;
+        let fly = self.instances.fly;
+        let machine = match fly.get_machine(&app, machine_id) {
+            Ok(machine) => machine,
+            Err(error) if error.is_not_found() => {
+                return self.recreate_lost_machine(machine_id, config);
+            }
+            Err(error) => return Err(LifecycleError::fly("get machine", error)),
+        };
+        let result = match machine.state {
+            MachineState::Stopped | MachineState::Created => {
+                let request = UpdateMachineRequest {
+                    config,
+                    ..UpdateMachineRequest::default()
+                };
+                match fly.update_machine(&app, machine_id, &request) {
+                    Ok(updated) => self
+                        .wait(machine_id, WaitState::Started, Some(updated.instance_id))
+                        .map_err(|e| ("wait for started", e)),
+                    Err(error) => Err(("update machine", error)),
+                }
+            }
+            MachineState::Suspended => match fly.start_machine(&app, machine_id) {
+                Ok(_) => self
+                    .wait(machine_id, WaitState::Started, None)
+                    .map_err(|e| ("wait for started", e)),
+                Err(error) => Err(("start machine", error)),
+            },
+            MachineState::Started => Ok(()),
+            _ => self
+                .wait(machine_id, WaitState::Started, None)
+                .map_err(|e| ("wait for started", e)),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err((_, error)) if error.is_not_found() => {
+                let config = self.build_config()?;
+                self.recreate_lost_machine(machine_id, config)
+            }
+            Err((operation, error)) => Err(LifecycleError::fly(operation, error)),
+        }
+    }
+
+    fn recreate_lost_machine(
+        &mut self,
+        machine_id: &str,
+        config: MachineConfig,
+    ) -> Result<(), LifecycleError> {
+        tracing::info!(tag = "reconcile", reason = "start", action = "clear_stale_machine", user_id = %self.user_id(), machine_id);
+        self.commit(|r| r.fly_machine_id = None)?;
+        self.create_machine(config)
+    }
+
+    /// `stopMachineAndWait`: stop, read the `instance_id`, wait for `stopped` with it. 404 anywhere means
+    /// the machine is gone, which counts as stopped; other errors propagate.
+    pub(crate) fn stop_machine_and_wait(
+        &mut self,
+        machine_id: &str,
+    ) -> Result<StopResult, LifecycleError> {
+        let app = self.app_name()?;
+        let fly = self.instances.fly;
+        let gone = |e: &FlyError| e.is_not_found();
+        match fly.stop_machine(&app, machine_id) {
+            Err(error) if gone(&error) => return Ok(StopResult::Gone),
+            Err(error) => return Err(LifecycleError::fly("stop machine", error)),
+            Ok(()) => {}
+        }
+        let machine: Machine = match fly.get_machine(&app, machine_id) {
+            Err(error) if gone(&error) => return Ok(StopResult::Gone),
+            Err(error) => return Err(LifecycleError::fly("get machine", error)),
+            Ok(machine) => machine,
+        };
+        match self.wait(machine_id, WaitState::Stopped, Some(machine.instance_id)) {
+            Ok(()) => Ok(StopResult::Stopped),
+            Err(error) if gone(&error) => Ok(StopResult::Gone),
+            Err(error) => Err(LifecycleError::fly("wait for stopped", error)),
+        }
+    }
+
+    /// Runs `attempt`; on a capacity error, replaces the stranded volume and creates a new machine once.
+    pub(crate) fn with_capacity_recovery(
+        &mut self,
+        reason: &'static str,
+        attempt: impl FnOnce(&mut Self) -> Result<(), LifecycleError>,
+    ) -> Result<(), LifecycleError> {
+        match attempt(self) {
+            Err(LifecycleError::Fly { source, operation }) if source.is_capacity() => {
+                tracing::warn!(tag = "reconcile", reason, action = "capacity_recovery", user_id = %self.user_id(),
+                    operation, error = %source);
+                self.replace_stranded_volume(reason)?;
+                let config = self.build_config()?;
+                self.create_machine(config)
+            }
+            other => other,
+        }
+    }
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopResult {
+    /// Fly reports the machine stopped.
+    Stopped,
+    /// The machine no longer exists.
+    Gone,
+}
+
+fn allocate(
+    fly: &dyn crate::fly::FlyApi,
+    app: &str,
+    kind: IpAssignmentType,
+) -> Result<(), LifecycleError> {
+    match fly.allocate_ip(app, &AllocateIpRequest::of(kind)) {
+        Ok(_) => Ok(()),
+        Err(error) if error.is_already_exists() => Ok(()),
+        Err(error) => Err(LifecycleError::fly("allocate ip", error)),
+    }
+}
+
+/// Whether a record's status is running with a machine.
+pub(crate) fn running_with_machine(record: &InstanceRecord) -> Option<String> {
+    (record.status == Some(crate::record::InstanceState::Running))
+        .then(|| record.fly_machine_id.clone())
+        .flatten()
+}

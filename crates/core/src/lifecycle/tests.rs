@@ -1,0 +1,1646 @@
+//! Lifecycle and reconcile tests, one or more per rule of original-behaviour.md §4–§5, named after it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::fly::{FlyApi, FlyError, MachineState};
+use crate::record::{Envelope, InstanceRecord, InstanceState};
+use crate::requests::{ChannelsPatch, InstanceConfig, KiloCodeConfigPatch, Patch};
+use crate::settings::Settings;
+use crate::store::{RecordStore, StoreError, record_key};
+use crate::testing::{FakeClock, FakeFly, FlyCall, MemoryKv, SeqRandom};
+
+use super::*;
+
+const USER: &str = "user-1";
+const APP: &str = "acct-c6c289e49e9c05b21458";
+
+struct World {
+    kv: MemoryKv,
+    fly: FakeFly,
+    clock: FakeClock,
+    random: SeqRandom,
+    settings: Settings,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            kv: MemoryKv::new(),
+            fly: FakeFly::new(),
+            clock: FakeClock::default(),
+            random: SeqRandom::new(1),
+            settings: Settings::for_tests(),
+        }
+    }
+
+    fn instances(&self) -> Instances<'_> {
+        Instances::new(
+            &self.kv,
+            &self.fly,
+            &self.clock,
+            &self.random,
+            &self.settings,
+        )
+    }
+
+    fn store(&self) -> RecordStore<'_, MemoryKv, FakeClock> {
+        RecordStore::new(&self.kv, &self.clock, self.settings.store.clone())
+    }
+
+    fn record(&self) -> InstanceRecord {
+        self.store()
+            .load(USER)
+            .expect("load")
+            .expect("record exists")
+            .record
+    }
+
+    fn edit(&self, change: impl Fn(&mut InstanceRecord)) {
+        self.store()
+            .update(USER, |r| {
+                change(r);
+                Ok::<(), StoreError>(())
+            })
+            .expect("edit");
+    }
+
+    fn provision(&self) -> InstanceRecord {
+        self.instances()
+            .provision(USER, &config())
+            .expect("provision");
+        self.record()
+    }
+
+    fn running(&self) -> InstanceRecord {
+        self.provision();
+        self.instances().start(USER).expect("start");
+        self.record()
+    }
+
+    fn machine_state(&self) -> MachineState {
+        let id = self.record().fly_machine_id.expect("machine id");
+        self.fly.machine(APP, &id).expect("machine exists").state
+    }
+}
+
+fn config() -> InstanceConfig {
+    InstanceConfig {
+        env_vars: Some(BTreeMap::from([("FOO".into(), "bar".into())])),
+        kilocode_api_key: Patch::Set("kilo-key".into()),
+        kilocode_api_key_expires_at: Patch::Set("2026-02-01T00:00:00Z".into()),
+        ..InstanceConfig::default()
+    }
+}
+
+fn server_error() -> FlyError {
+    FlyError::status("injected", 503, r#"{"error":"service unavailable"}"#)
+}
+
+fn envelope() -> Envelope {
+    Envelope {
+        encrypted_data: "x".into(),
+        encrypted_dek: "y".into(),
+        algorithm: "rsa-aes-256-gcm".into(),
+        version: 1,
+    }
+}
+
+// ---------- provision (§4.3 provision, §4.8 ensureApp, §4.5 volume) ----------
+
+#[test]
+fn provision_new_creates_per_user_app_ips_volume_and_returns_sandbox_id() {
+    let world = World::new();
+    let outcome = world
+        .instances()
+        .provision(USER, &config())
+        .expect("provision");
+    assert_eq!(outcome.sandbox_id, "dXNlci0x");
+    let record = world.record();
+    assert_eq!(record.status, Some(InstanceState::Provisioned));
+    assert_eq!(record.fly_app_name.as_deref(), Some(APP));
+    assert!(record.app_setup.is_complete());
+    assert_eq!(world.fly.ips(APP).len(), 2, "IPv6 and shared IPv4");
+    let volumes = world.fly.volumes(APP);
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(
+        record.fly_volume_id.as_deref(),
+        Some(volumes[0].id.as_str())
+    );
+    assert_eq!(record.fly_region.as_deref(), Some("dfw"));
+    assert_eq!(record.provisioned_at, Some(world.clock.now_ms()));
+    assert_eq!(
+        record.fly_machine_id, None,
+        "provision never creates a machine"
+    );
+    assert_eq!(record.lease, None);
+}
+
+#[test]
+fn provision_uses_dev_prefix_in_development() {
+    let mut world = World::new();
+    world.settings.worker_env = Some("development".into());
+    world.provision();
+    assert_eq!(
+        world.record().fly_app_name.as_deref(),
+        Some("dev-c6c289e49e9c05b21458")
+    );
+}
+
+#[test]
+fn provision_without_org_uses_legacy_shared_app() {
+    let mut world = World::new();
+    world.settings.fly_org_slug = None;
+    world.settings.legacy_fly_app_name = Some("kiloclaw-machines".into());
+    world.fly.add_app("kiloclaw-machines", "org");
+    let record = world.provision();
+    assert_eq!(record.fly_app_name, None);
+    assert_eq!(world.fly.volumes("kiloclaw-machines").len(), 1);
+    assert_eq!(world.fly.count(FlyCall::CreateApp), 0);
+}
+
+#[test]
+fn provision_app_name_taken_by_our_own_app_is_adopted() {
+    let world = World::new();
+    world.fly.add_app(APP, "test-org");
+    world
+        .fly
+        .fail_next(FlyCall::GetApp, FlyError::status("get app", 503, "{}"));
+    assert!(
+        world.instances().provision(USER, &config()).is_err(),
+        "transient get_app propagates"
+    );
+    world.provision();
+    assert!(world.record().app_setup.created);
+}
+
+#[test]
+fn provision_app_name_collision_with_other_user_is_refused() {
+    let world = World::new();
+    // Another user's machine lives in the app the name derives to.
+    world.fly.add_foreign_app(APP);
+    let volume = world
+        .fly
+        .create_volume(
+            APP,
+            &crate::fly::CreateVolumeRequest {
+                name: "v".into(),
+                region: "dfw".into(),
+                size_gb: 1,
+                ..Default::default()
+            },
+        )
+        .expect("volume");
+    let mut foreign = crate::fly::MachineConfig::default();
+    foreign
+        .metadata
+        .insert("kiloclaw_user_id".into(), "someone-else".into());
+    foreign.mounts = vec![crate::machine::mount(&volume.id)];
+    world
+        .fly
+        .create_machine(
+            APP,
+            &crate::fly::CreateMachineRequest {
+                config: foreign,
+                ..Default::default()
+            },
+        )
+        .expect("machine");
+    // GET sees nothing → create → 422 name_taken → the ownership check finds a foreign machine.
+    let error = world
+        .instances()
+        .provision(USER, &config())
+        .expect_err("collision");
+    assert!(
+        matches!(error, LifecycleError::AppNameCollision { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.http_status(), 500);
+}
+
+#[test]
+fn provision_volume_falls_back_to_next_region_on_capacity() {
+    let world = World::new();
+    world.fly.set_region_full("dfw", true);
+    let record = world.provision();
+    assert_eq!(record.fly_region.as_deref(), Some("yyz"));
+}
+
+#[test]
+fn provision_volume_error_propagates_and_writes_no_config() {
+    let world = World::new();
+    world.fly.fail_next(
+        FlyCall::CreateVolume,
+        FlyError::status("create volume", 400, r#"{"error":"bad"}"#),
+    );
+    let error = world
+        .instances()
+        .provision(USER, &config())
+        .expect_err("volume failure");
+    assert_eq!(error.http_status(), 502);
+    let record = world.record();
+    assert_eq!(
+        record.status, None,
+        "no config written on a failed provision"
+    );
+    assert_eq!(record.kilocode_api_key, None);
+    assert_eq!(
+        record.fly_app_name.as_deref(),
+        Some(APP),
+        "the app is kept for the retry"
+    );
+    assert_eq!(record.lease, None, "the lease is released on failure");
+    world.provision();
+    assert_eq!(world.fly.volumes(APP).len(), 1);
+}
+
+#[test]
+fn provision_volume_all_regions_full_is_retryable() {
+    let world = World::new();
+    for region in ["dfw", "yyz", "cdg"] {
+        world.fly.set_region_full(region, true);
+    }
+    let error = world
+        .instances()
+        .provision(USER, &config())
+        .expect_err("no capacity");
+    assert!(error.is_retryable());
+}
+
+#[test]
+fn provision_while_destroying_is_refused() {
+    let world = World::new();
+    world.provision();
+    world.edit(|r| r.status = Some(InstanceState::Destroying));
+    let error = world
+        .instances()
+        .provision(USER, &config())
+        .expect_err("destroying");
+    assert_eq!(
+        error.to_string(),
+        "Cannot provision: instance is being destroyed"
+    );
+    assert_eq!(error.http_status(), 409);
+}
+
+#[test]
+fn reprovision_updates_config_only_and_keeps_omitted_kilocode_key() {
+    let world = World::new();
+    let first = world.running();
+    world.fly.clear_calls();
+    let update = InstanceConfig {
+        env_vars: Some(BTreeMap::from([("NEW".into(), "1".into())])),
+        ..InstanceConfig::default()
+    };
+    world
+        .instances()
+        .provision(USER, &update)
+        .expect("reprovision");
+    let record = world.record();
+    assert_eq!(
+        record.kilocode_api_key.as_deref(),
+        Some("kilo-key"),
+        "an omitted key is not wiped (§10 #19)"
+    );
+    assert_eq!(
+        record.env_vars.as_ref().map(|e| e.contains_key("FOO")),
+        Some(false),
+        "env vars are replaced"
+    );
+    assert_eq!(record.status, Some(InstanceState::Running));
+    assert_eq!(record.fly_machine_id, first.fly_machine_id);
+    assert_eq!(record.provisioned_at, first.provisioned_at);
+    assert!(
+        world.fly.calls().is_empty(),
+        "re-provision does not touch Fly: {:?}",
+        world.fly.calls()
+    );
+}
+
+#[test]
+fn provision_rejects_overlong_user_id() {
+    let world = World::new();
+    let error = world
+        .instances()
+        .provision(&"x".repeat(48), &config())
+        .expect_err("too long");
+    assert_eq!(error.http_status(), 400);
+}
+
+#[test]
+fn provision_schedules_a_reconcile_check() {
+    let world = World::new();
+    let record = world.provision();
+    let next = record.next_check_at_ms.expect("scheduled");
+    let now = world.clock.now_ms();
+    assert!(
+        next >= now + 30 * 60_000 && next < now + 31 * 60_000,
+        "idle cadence + jitter"
+    );
+    let minute = crate::due::minute_of(next);
+    assert_eq!(
+        crate::due::DueIndex::new(&world.kv).entries(minute),
+        Ok(vec![USER.to_owned()])
+    );
+}
+
+// ---------- start (§4.3 start, startExistingMachine, createNewMachine) ----------
+
+#[test]
+fn start_not_provisioned_is_404() {
+    let world = World::new();
+    let error = world.instances().start(USER).expect_err("not provisioned");
+    assert!(matches!(error, LifecycleError::NotProvisioned));
+    assert_eq!(error.http_status(), 404);
+}
+
+#[test]
+fn start_while_destroying_is_refused() {
+    let world = World::new();
+    world.provision();
+    world.edit(|r| r.status = Some(InstanceState::Destroying));
+    assert_eq!(
+        world
+            .instances()
+            .start(USER)
+            .expect_err("refused")
+            .to_string(),
+        "Cannot start: instance is being destroyed"
+    );
+}
+
+#[test]
+fn start_creates_machine_named_after_sandbox_in_volume_region_and_marks_running() {
+    let world = World::new();
+    let record = world.running();
+    assert_eq!(record.status, Some(InstanceState::Running));
+    assert_eq!(record.last_started_at, Some(world.clock.now_ms()));
+    let machine = world
+        .fly
+        .machine(APP, record.fly_machine_id.as_deref().expect("id"))
+        .expect("machine");
+    assert_eq!(machine.name, "dXNlci0x");
+    assert_eq!(machine.region, "dfw");
+    assert_eq!(machine.state, MachineState::Started);
+    let config = machine.config.expect("config");
+    assert_eq!(config.env["KILOCODE_API_KEY"], "kilo-key");
+    assert_eq!(
+        config.mounts[0].volume,
+        record.fly_volume_id.expect("volume")
+    );
+}
+
+#[test]
+fn start_waits_60_seconds_at_most() {
+    let world = World::new();
+    world.running();
+    let waits: Vec<String> = world
+        .fly
+        .calls()
+        .into_iter()
+        .filter(|(c, _)| *c == FlyCall::WaitMachine)
+        .map(|(_, a)| a)
+        .collect();
+    assert!(!waits.is_empty());
+    assert!(waits.iter().all(|w| w.contains("timeout=60")), "{waits:?}");
+}
+
+#[test]
+fn start_persists_machine_id_before_waiting() {
+    let world = World::new();
+    world.provision();
+    world.fly.fail_next(
+        FlyCall::WaitMachine,
+        FlyError::status("wait", 408, r#"{"error":"deadline_exceeded"}"#),
+    );
+    let error = world.instances().start(USER).expect_err("wait timed out");
+    assert!(error.is_retryable());
+    let record = world.record();
+    assert!(
+        record.fly_machine_id.is_some(),
+        "the created machine is not orphaned"
+    );
+    assert_eq!(
+        record.status,
+        Some(InstanceState::Provisioned),
+        "running only once Fly confirms"
+    );
+    world.instances().start(USER).expect("second start");
+    assert_eq!(world.fly.machines(APP).len(), 1, "no duplicate machine");
+}
+
+#[test]
+fn start_existing_stopped_machine_updates_it_and_waits() {
+    let world = World::new();
+    world.running();
+    world.instances().stop(USER).expect("stop");
+    world.fly.clear_calls();
+    world.instances().start(USER).expect("start");
+    assert_eq!(world.fly.count(FlyCall::UpdateMachine), 1);
+    assert_eq!(world.fly.count(FlyCall::CreateMachine), 0);
+    assert_eq!(world.machine_state(), MachineState::Started);
+}
+
+#[test]
+fn start_when_running_and_started_does_nothing() {
+    let world = World::new();
+    world.running();
+    world.fly.clear_calls();
+    world.instances().start(USER).expect("start");
+    assert_eq!(world.fly.count(FlyCall::UpdateMachine), 0);
+    assert_eq!(world.fly.count(FlyCall::CreateMachine), 0);
+}
+
+#[test]
+fn start_existing_machine_gone_404_creates_a_new_one() {
+    let world = World::new();
+    let old = world.running().fly_machine_id.expect("id");
+    world.edit(|r| r.status = Some(InstanceState::Stopped));
+    world.fly.remove_machine(APP, &old);
+    world.instances().start(USER).expect("start");
+    let record = world.record();
+    assert_ne!(record.fly_machine_id.as_deref(), Some(old.as_str()));
+    assert_eq!(record.status, Some(InstanceState::Running));
+}
+
+#[test]
+fn start_existing_machine_transient_error_propagates_without_duplicate() {
+    let world = World::new();
+    world.running();
+    world.instances().stop(USER).expect("stop");
+    world.fly.fail_next(FlyCall::GetMachine, server_error());
+    let error = world.instances().start(USER).expect_err("transient");
+    assert_eq!(error.http_status(), 503);
+    assert!(error.is_retryable());
+    assert_eq!(world.fly.machines(APP).len(), 1);
+    assert_eq!(world.record().status, Some(InstanceState::Stopped));
+}
+
+#[test]
+fn start_suspended_machine_is_started_not_just_awaited() {
+    let world = World::new();
+    world.running();
+    world.edit(|r| r.status = Some(InstanceState::Stopped));
+    let id = world.record().fly_machine_id.expect("id");
+    world
+        .fly
+        .set_machine_state(APP, &id, MachineState::Suspended);
+    world.instances().start(USER).expect("start");
+    assert_eq!(world.fly.count(FlyCall::StartMachine), 1);
+    assert_eq!(world.machine_state(), MachineState::Started);
+}
+
+#[test]
+fn start_capacity_error_forks_volume_with_user_data_and_retries_once() {
+    let world = World::new();
+    let before = world.running();
+    world.instances().stop(USER).expect("stop");
+    world.fly.set_region_full("dfw", true);
+    world.instances().start(USER).expect("capacity recovery");
+    let record = world.record();
+    assert_eq!(record.fly_region.as_deref(), Some("yyz"));
+    assert_ne!(record.fly_volume_id, before.fly_volume_id);
+    let fork = world
+        .fly
+        .calls()
+        .into_iter()
+        .find(|(c, a)| *c == FlyCall::CreateVolume && a.contains("source=Some"));
+    assert!(
+        fork.is_some(),
+        "a volume with user data is forked, not replaced empty"
+    );
+    assert_eq!(
+        world.fly.machines(APP).len(),
+        1,
+        "the stranded machine was destroyed"
+    );
+    assert!(
+        record.orphaned_volume_ids.is_empty(),
+        "the old volume was deleted"
+    );
+    assert_eq!(world.fly.volumes(APP).len(), 1);
+    assert_eq!(record.status, Some(InstanceState::Running));
+}
+
+#[test]
+fn start_capacity_error_without_user_data_creates_fresh_volume() {
+    let world = World::new();
+    world.provision();
+    // The volume's region fills up before the first start.
+    world.fly.set_region_full("dfw", true);
+    world.instances().start(USER).expect("recovered");
+    assert!(
+        !world
+            .fly
+            .calls()
+            .iter()
+            .any(|(c, a)| *c == FlyCall::CreateVolume && a.contains("source=Some"))
+    );
+    assert_eq!(world.record().fly_region.as_deref(), Some("yyz"));
+}
+
+#[test]
+fn start_capacity_recovery_retries_only_once() {
+    let world = World::new();
+    world.provision();
+    for region in ["dfw", "yyz", "cdg"] {
+        world.fly.set_region_full(region, true);
+    }
+    let error = world
+        .instances()
+        .start(USER)
+        .expect_err("no capacity anywhere");
+    assert!(error.is_retryable());
+    assert!(world.fly.count(FlyCall::CreateMachine) <= 2);
+}
+
+#[test]
+fn start_capacity_recovery_keeps_undeletable_machine_as_orphan() {
+    let world = World::new();
+    let before = world.running();
+    world.instances().stop(USER).expect("stop");
+    world.fly.set_region_full("dfw", true);
+    world.fly.fail_next(FlyCall::DestroyMachine, server_error());
+    world.instances().start(USER).expect("recovered");
+    let record = world.record();
+    let old = before.fly_machine_id.expect("old id");
+    assert_eq!(
+        record.orphaned_machine_ids,
+        vec![old.clone()],
+        "never forgotten (§10 #16)"
+    );
+    assert!(
+        record
+            .orphaned_volume_ids
+            .contains(&before.fly_volume_id.expect("old volume")),
+        "attached volume kept"
+    );
+    world.fly.set_region_full("dfw", false);
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let record = world.record();
+    assert!(record.orphaned_machine_ids.is_empty());
+    assert!(record.orphaned_volume_ids.is_empty());
+    assert!(world.fly.machine(APP, &old).is_none());
+}
+
+#[test]
+fn start_capacity_recovery_uses_user_region_list() {
+    let world = World::new();
+    let with_region = InstanceConfig {
+        region: Some("ams,lhr".into()),
+        ..config()
+    };
+    world
+        .instances()
+        .provision(USER, &with_region)
+        .expect("provision");
+    assert_eq!(world.record().fly_region.as_deref(), Some("ams"));
+    world.fly.set_region_full("ams", true);
+    world.instances().start(USER).expect("recovered");
+    assert_eq!(
+        world.record().fly_region.as_deref(),
+        Some("lhr"),
+        "the user's list, not the deployment's"
+    );
+}
+
+#[test]
+fn start_region_drift_persists_actual_volume_region() {
+    let world = World::new();
+    world.provision();
+    world.edit(|r| r.fly_region = Some("cdg".into()));
+    world.instances().start(USER).expect("start");
+    assert_eq!(world.record().fly_region.as_deref(), Some("dfw"));
+}
+
+#[test]
+fn start_lost_volume_without_machine_is_replaced() {
+    let world = World::new();
+    let record = world.provision();
+    world
+        .fly
+        .remove_volume(APP, record.fly_volume_id.as_deref().expect("volume"));
+    world.instances().start(USER).expect("start");
+    let after = world.record();
+    assert!(after.fly_volume_id.is_some());
+    assert_ne!(after.fly_volume_id, record.fly_volume_id);
+}
+
+#[test]
+fn start_with_secrets_and_no_private_key_fails_with_encryption_error() {
+    let world = World::new();
+    let with_secret = InstanceConfig {
+        encrypted_secrets: Some(BTreeMap::from([("S".into(), envelope())])),
+        ..config()
+    };
+    world
+        .instances()
+        .provision(USER, &with_secret)
+        .expect("provision");
+    let error = world.instances().start(USER).expect_err("no key");
+    assert!(error.to_string().contains("AGENT_ENV_VARS_PRIVATE_KEY"));
+    assert_eq!(world.fly.count(FlyCall::CreateMachine), 0);
+}
+
+#[test]
+fn start_takes_over_an_expired_lease_of_a_crashed_operation() {
+    let world = World::new();
+    world.provision();
+    let crashed = world.store().acquire(USER, "crashed-op").expect("lease");
+    drop(crashed);
+    world
+        .clock
+        .advance(world.settings.store.lease_ttl + Duration::from_secs(1));
+    world.instances().start(USER).expect("start after takeover");
+}
+
+#[test]
+fn start_while_another_operation_holds_the_lease_is_busy() {
+    let world = World::new();
+    world.provision();
+    let _held = world.store().acquire(USER, "long-op").expect("lease");
+    let mut settings = world.settings.clone();
+    settings.store.lease_wait = Duration::from_secs(5);
+    let instances = Instances::new(
+        &world.kv,
+        &world.fly,
+        &world.clock,
+        &world.random,
+        &settings,
+    );
+    let error = instances.start(USER).expect_err("busy");
+    assert!(matches!(
+        error,
+        LifecycleError::Store(StoreError::Busy { .. })
+    ));
+    assert_eq!(error.http_status(), 409);
+    assert_eq!(world.fly.count(FlyCall::CreateMachine), 0);
+}
+
+#[test]
+fn start_survives_cas_conflicts_from_concurrent_config_writers() {
+    let world = World::new();
+    world.provision();
+    world.kv.force_conflicts(&record_key(USER), 3);
+    world
+        .kv
+        .write_concurrently_before_next_cas(&record_key(USER), |current| {
+            let (mut record, _) =
+                InstanceRecord::decode(&current.unwrap_or_default()).expect("decode");
+            record.version += 1;
+            record.kilocode_default_model = Some("kilocode/a/b".into());
+            record.encode()
+        });
+    world.instances().start(USER).expect("start");
+    let record = world.record();
+    assert_eq!(record.status, Some(InstanceState::Running));
+    assert_eq!(
+        record.kilocode_default_model.as_deref(),
+        Some("kilocode/a/b"),
+        "the concurrent write is kept"
+    );
+}
+
+#[test]
+fn stale_holder_cannot_commit_and_reconciler_adopts_its_machine() {
+    // Another operation takes the lease over while start is between creating the machine and committing
+    // its id (start's lease "expired"). The stale commit must fail; the machine must not be lost.
+    let world = World::new();
+    world.provision();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = taken.clone();
+    // The 1st CAS is start's lease acquisition, the 2nd its first commit (machine id) after create.
+    for _ in 0..2 {
+        let counter = counter.clone();
+        world
+            .kv
+            .write_concurrently_before_next_cas(&record_key(USER), move |current| {
+                let bytes = current.unwrap_or_default();
+                if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return bytes;
+                }
+                let (mut record, _) = InstanceRecord::decode(&bytes).expect("decode");
+                record.version += 1;
+                record.lease = Some(crate::record::Lease {
+                    owner: "usurper".into(),
+                    fence: record.version,
+                    expires_at_ms: 0,
+                });
+                record.encode()
+            });
+    }
+    let error = world.instances().start(USER).expect_err("stale holder");
+    assert!(
+        matches!(error, LifecycleError::Store(StoreError::LeaseLost)),
+        "{error:?}"
+    );
+    let record = world.record();
+    assert_eq!(
+        record.fly_machine_id, None,
+        "the stale holder wrote nothing"
+    );
+    assert_eq!(world.fly.machines(APP).len(), 1);
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let record = world.record();
+    assert_eq!(
+        record.fly_machine_id.as_deref(),
+        Some(world.fly.machines(APP)[0].id.as_str()),
+        "recovered by metadata"
+    );
+    assert_eq!(record.status, Some(InstanceState::Running));
+    world.instances().start(USER).expect("start");
+    assert_eq!(world.fly.machines(APP).len(), 1, "never duplicated");
+}
+
+// ---------- stop ----------
+
+#[test]
+fn stop_waits_for_stopped_with_instance_id_then_marks_stopped() {
+    let world = World::new();
+    world.running();
+    world.fly.clear_calls();
+    world.instances().stop(USER).expect("stop");
+    let wait = world
+        .fly
+        .calls()
+        .into_iter()
+        .find(|(c, _)| *c == FlyCall::WaitMachine)
+        .expect("waited")
+        .1;
+    assert!(
+        wait.contains("state=stopped") && wait.contains("instance_id=Some"),
+        "{wait}"
+    );
+    let record = world.record();
+    assert_eq!(record.status, Some(InstanceState::Stopped));
+    assert_eq!(record.last_stopped_at, Some(world.clock.now_ms()));
+    assert!(
+        record.fly_machine_id.is_some(),
+        "the machine is kept for a fast start"
+    );
+    assert_eq!(world.machine_state(), MachineState::Stopped);
+}
+
+#[test]
+fn stop_propagates_non_404_errors_and_keeps_status() {
+    let world = World::new();
+    world.running();
+    world.fly.fail_next(FlyCall::StopMachine, server_error());
+    let error = world.instances().stop(USER).expect_err("propagated");
+    assert_eq!(error.http_status(), 503);
+    assert_eq!(world.record().status, Some(InstanceState::Running));
+    world
+        .fly
+        .fail_next(FlyCall::WaitMachine, FlyError::status("wait", 408, "{}"));
+    assert!(world.instances().stop(USER).is_err());
+    assert_eq!(world.record().status, Some(InstanceState::Running));
+}
+
+#[test]
+fn stop_machine_gone_404_counts_as_stopped() {
+    let world = World::new();
+    let record = world.running();
+    world
+        .fly
+        .remove_machine(APP, record.fly_machine_id.as_deref().expect("id"));
+    world.instances().stop(USER).expect("stop");
+    assert_eq!(world.record().status, Some(InstanceState::Stopped));
+}
+
+#[test]
+fn stop_is_a_noop_when_stopped_provisioned_or_destroying() {
+    let world = World::new();
+    world.provision();
+    world.fly.clear_calls();
+    world.instances().stop(USER).expect("noop");
+    assert!(world.fly.calls().is_empty());
+    assert_eq!(world.record().status, Some(InstanceState::Provisioned));
+}
+
+#[test]
+fn stop_not_provisioned_is_404() {
+    let world = World::new();
+    assert!(matches!(
+        world.instances().stop(USER),
+        Err(LifecycleError::NotProvisioned)
+    ));
+}
+
+// ---------- destroy ----------
+
+#[test]
+fn destroy_deletes_machine_and_volume_and_resets_record_keeping_app() {
+    let world = World::new();
+    world.running();
+    let outcome = world.instances().destroy(USER).expect("destroy");
+    assert!(outcome.complete);
+    assert!(world.fly.machines(APP).is_empty());
+    assert!(world.fly.volumes(APP).is_empty());
+    let record = world.record();
+    assert!(!record.is_provisioned());
+    assert_eq!(
+        record.fly_app_name.as_deref(),
+        Some(APP),
+        "the per-user app is kept for reuse"
+    );
+    assert!(world.fly.app_names().contains(&APP.to_owned()));
+    assert_eq!(record.next_check_at_ms, None);
+    assert_eq!(
+        world.instances().status(USER).expect("status"),
+        InstanceStatus::default()
+    );
+}
+
+#[test]
+fn destroy_records_intent_before_fly_calls_and_reconciler_finishes_it() {
+    let world = World::new();
+    let before = world.running();
+    world.fly.fail_next(FlyCall::DestroyMachine, server_error());
+    let outcome = world
+        .instances()
+        .destroy(USER)
+        .expect("destroy returns normally");
+    assert!(!outcome.complete);
+    let record = world.record();
+    assert_eq!(record.status, Some(InstanceState::Destroying));
+    assert_eq!(record.pending_destroy_machine_id, before.fly_machine_id);
+    assert_eq!(
+        record.pending_destroy_volume_id, before.fly_volume_id,
+        "volume delete refused while attached"
+    );
+    let next = record.next_check_at_ms.expect("scheduled");
+    assert!(
+        next - world.clock.now_ms() <= 2 * 60_000,
+        "destroying cadence is one minute"
+    );
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    assert!(!world.record().is_provisioned());
+    assert!(world.fly.volumes(APP).is_empty());
+}
+
+#[test]
+fn destroy_again_rebuilds_pending_ids_from_surviving_fly_ids() {
+    let world = World::new();
+    world.running();
+    world.fly.fail_next(FlyCall::DestroyMachine, server_error());
+    world.instances().destroy(USER).expect("first");
+    world.edit(|r| r.pending_destroy_machine_id = None);
+    world.instances().destroy(USER).expect("second");
+    assert!(world.fly.machines(APP).is_empty());
+    assert!(!world.record().is_provisioned());
+}
+
+#[test]
+fn destroy_treats_404_as_already_gone() {
+    let world = World::new();
+    let record = world.running();
+    world
+        .fly
+        .remove_machine(APP, record.fly_machine_id.as_deref().expect("id"));
+    world
+        .fly
+        .remove_volume(APP, record.fly_volume_id.as_deref().expect("id"));
+    assert!(world.instances().destroy(USER).expect("destroy").complete);
+}
+
+#[test]
+fn destroy_not_provisioned_is_404_and_reprovision_after_destroy_starts_fresh() {
+    let world = World::new();
+    assert!(matches!(
+        world.instances().destroy(USER),
+        Err(LifecycleError::NotProvisioned)
+    ));
+    world.running();
+    world.instances().destroy(USER).expect("destroy");
+    world.provision();
+    let record = world.record();
+    assert_eq!(record.status, Some(InstanceState::Provisioned));
+    assert_eq!(world.fly.volumes(APP).len(), 1);
+    assert_eq!(world.fly.count(FlyCall::CreateApp), 1, "the app is reused");
+}
+
+// ---------- restart ----------
+
+#[test]
+fn restart_requires_running_instance() {
+    let world = World::new();
+    world.provision();
+    let error = world.instances().restart(USER).expect_err("not running");
+    assert_eq!(error.to_string(), "Instance is not running");
+}
+
+#[test]
+fn restart_rebuilds_config_and_records_start() {
+    let mut world = World::new();
+    world.running();
+    world.settings.image_tag = "newsha".into();
+    world.clock.advance(Duration::from_secs(100));
+    world.instances().restart(USER).expect("restart");
+    let record = world.record();
+    assert_eq!(record.status, Some(InstanceState::Running));
+    assert_eq!(
+        record.last_started_at,
+        Some(world.clock.now_ms()),
+        "restart updates timestamps (§10 #17)"
+    );
+    let machine = world
+        .fly
+        .machine(APP, record.fly_machine_id.as_deref().expect("id"))
+        .expect("machine");
+    assert_eq!(
+        machine.config.expect("config").image,
+        "registry.fly.io/kiloclaw-machines:newsha"
+    );
+    assert_eq!(machine.state, MachineState::Started);
+}
+
+#[test]
+fn restart_failure_after_stop_records_stopped() {
+    let world = World::new();
+    world.running();
+    world.fly.fail_next(FlyCall::UpdateMachine, server_error());
+    assert!(world.instances().restart(USER).is_err());
+    assert_eq!(
+        world.record().status,
+        Some(InstanceState::Stopped),
+        "status never claims a stopped machine runs"
+    );
+}
+
+#[test]
+fn restart_recovers_from_capacity_error() {
+    let world = World::new();
+    world.running();
+    world.fly.set_region_full("dfw", true);
+    world
+        .instances()
+        .restart(USER)
+        .expect("restart with recovery");
+    assert_eq!(world.record().fly_region.as_deref(), Some("yyz"));
+    assert_eq!(world.record().status, Some(InstanceState::Running));
+}
+
+// ---------- config patches, reads ----------
+
+#[test]
+fn patch_kilocode_config_applies_defined_fields_and_null_clears() {
+    let world = World::new();
+    world.provision();
+    let patch = KiloCodeConfigPatch {
+        user_id: USER.into(),
+        kilocode_default_model: Patch::Set("kilocode/anthropic/claude".into()),
+        kilocode_api_key_expires_at: Patch::Clear,
+        ..KiloCodeConfigPatch::default()
+    };
+    let view = world
+        .instances()
+        .patch_kilocode_config(&patch)
+        .expect("patch");
+    assert_eq!(view.kilocode_api_key.as_deref(), Some("kilo-key"));
+    assert_eq!(view.kilocode_api_key_expires_at, None);
+    assert_eq!(
+        view.kilocode_default_model.as_deref(),
+        Some("kilocode/anthropic/claude")
+    );
+    assert_eq!(
+        world.fly.count(FlyCall::UpdateMachine),
+        0,
+        "no machine action"
+    );
+}
+
+#[test]
+fn patch_kilocode_config_during_long_operation_is_not_lost() {
+    let world = World::new();
+    world.provision();
+    let mut guard = world.store().acquire(USER, "start-op").expect("lease");
+    let patch = KiloCodeConfigPatch {
+        user_id: USER.into(),
+        kilocode_api_key: Patch::Set("new".into()),
+        ..Default::default()
+    };
+    world
+        .instances()
+        .patch_kilocode_config(&patch)
+        .expect("patch without lease");
+    world
+        .store()
+        .commit(&mut guard, |r| {
+            r.status = Some(InstanceState::Running);
+            Ok::<(), StoreError>(())
+        })
+        .expect("holder commit");
+    assert_eq!(world.record().kilocode_api_key.as_deref(), Some("new"));
+}
+
+#[test]
+fn patch_channels_merges_and_clears_to_none() {
+    let world = World::new();
+    world.provision();
+    let set = ChannelsPatch {
+        user_id: USER.into(),
+        telegram_bot_token: Patch::Set(envelope()),
+        slack_app_token: Patch::Set(envelope()),
+        ..Default::default()
+    };
+    let view = world.instances().patch_channels(&set).expect("set");
+    assert!(view.telegram && view.slack_app && !view.discord);
+    let clear_one = ChannelsPatch {
+        user_id: USER.into(),
+        telegram_bot_token: Patch::Clear,
+        ..Default::default()
+    };
+    let view = world
+        .instances()
+        .patch_channels(&clear_one)
+        .expect("clear one");
+    assert!(
+        !view.telegram && view.slack_app,
+        "absent leaves a token untouched"
+    );
+    let clear_all = ChannelsPatch {
+        user_id: USER.into(),
+        slack_app_token: Patch::Clear,
+        ..Default::default()
+    };
+    world
+        .instances()
+        .patch_channels(&clear_all)
+        .expect("clear all");
+    assert_eq!(world.record().channels, None);
+}
+
+#[test]
+fn patches_are_refused_while_destroying() {
+    let world = World::new();
+    world.provision();
+    world.edit(|r| r.status = Some(InstanceState::Destroying));
+    let patch = KiloCodeConfigPatch {
+        user_id: USER.into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        world.instances().patch_kilocode_config(&patch),
+        Err(LifecycleError::Destroying { .. })
+    ));
+}
+
+#[test]
+fn status_of_unprovisioned_user_has_nulls_and_zero_counts() {
+    let world = World::new();
+    let status = world.instances().status(USER).expect("status");
+    let json = serde_json::to_value(&status).expect("json");
+    assert_eq!(json["userId"], serde_json::Value::Null);
+    assert_eq!(json["envVarCount"], 0);
+    assert!(world.kv.keys().is_empty(), "a status read creates nothing");
+}
+
+#[test]
+fn status_reports_original_fields() {
+    let world = World::new();
+    world.running();
+    let json = serde_json::to_value(world.instances().status(USER).expect("status")).expect("json");
+    for field in [
+        "userId",
+        "sandboxId",
+        "status",
+        "provisionedAt",
+        "lastStartedAt",
+        "lastStoppedAt",
+        "envVarCount",
+        "secretCount",
+        "channelCount",
+        "flyAppName",
+        "flyMachineId",
+        "flyVolumeId",
+        "flyRegion",
+    ] {
+        assert!(json.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(json["status"], "running");
+    assert_eq!(json["envVarCount"], 1);
+}
+
+#[test]
+fn status_live_check_persists_through_reconcile_and_is_throttled() {
+    let world = World::new();
+    world.running();
+    world.clock.advance(Duration::from_secs(31));
+    let id = world.record().fly_machine_id.expect("id");
+    world.fly.set_machine_state(APP, &id, MachineState::Stopped);
+    world.fly.clear_calls();
+    world.instances().status(USER).expect("status");
+    assert_eq!(world.fly.count(FlyCall::GetMachine), 1);
+    assert_eq!(
+        world.record().health_check_fail_count,
+        1,
+        "persisted, not an in-memory flip (§10 #15)"
+    );
+    world.instances().status(USER).expect("status again");
+    assert_eq!(world.fly.count(FlyCall::GetMachine), 1, "30 s throttle");
+}
+
+#[test]
+fn config_summary_reports_keys_and_flags() {
+    let world = World::new();
+    world.provision();
+    let summary = world.instances().config(USER).expect("config");
+    assert_eq!(summary.env_var_keys, vec!["FOO"]);
+    assert!(summary.has_kilocode_api_key);
+    let json = serde_json::to_value(&summary).expect("json");
+    assert_eq!(json["hasKiloCodeApiKey"], true);
+    assert_eq!(json["channels"]["slackBot"], false);
+}
+
+#[test]
+fn route_answers_409_destroying_404_without_machine_and_falls_back_to_legacy_app() {
+    let mut world = World::new();
+    assert_eq!(
+        world
+            .instances()
+            .route(USER)
+            .expect_err("none")
+            .http_status(),
+        404
+    );
+    world.provision();
+    assert_eq!(
+        world
+            .instances()
+            .route(USER)
+            .expect_err("no machine")
+            .http_status(),
+        404
+    );
+    world.instances().start(USER).expect("start");
+    let route = world.instances().route(USER).expect("route");
+    assert_eq!(route.app_name, APP);
+    world.edit(|r| r.fly_app_name = None);
+    assert_eq!(
+        world
+            .instances()
+            .route(USER)
+            .expect_err("no app")
+            .http_status(),
+        503
+    );
+    world.settings.legacy_fly_app_name = Some("kiloclaw-machines".into());
+    assert_eq!(
+        world.instances().route(USER).expect("legacy").app_name,
+        "kiloclaw-machines"
+    );
+    world.edit(|r| r.status = Some(InstanceState::Destroying));
+    assert_eq!(
+        world
+            .instances()
+            .route(USER)
+            .expect_err("destroying")
+            .http_status(),
+        409
+    );
+}
+
+#[test]
+fn gateway_token_is_derived_for_provisioned_users_only() {
+    let world = World::new();
+    assert!(world.instances().gateway_token(USER).is_err());
+    world.provision();
+    assert_eq!(
+        world.instances().gateway_token(USER).expect("token"),
+        crate::ids::gateway_token("test-gateway-secret", "dXNlci0x")
+    );
+}
+
+// ---------- reconcile (§5) ----------
+
+#[test]
+fn reconcile_destroying_only_retries_pending_destroy() {
+    let world = World::new();
+    world.running();
+    world.fly.fail_next(FlyCall::DestroyMachine, server_error());
+    world.instances().destroy(USER).expect("destroy");
+    world.fly.fail_next(FlyCall::DestroyMachine, server_error());
+    world.fly.clear_calls();
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let calls: Vec<FlyCall> = world.fly.calls().into_iter().map(|(c, _)| c).collect();
+    assert!(
+        calls
+            .iter()
+            .all(|c| matches!(c, FlyCall::DestroyMachine | FlyCall::DeleteVolume)),
+        "{calls:?}"
+    );
+    assert_eq!(world.record().status, Some(InstanceState::Destroying));
+}
+
+#[test]
+fn reconcile_fly_started_syncs_status_to_running() {
+    let world = World::new();
+    world.running();
+    world.edit(|r| {
+        r.status = Some(InstanceState::Stopped);
+        r.health_check_fail_count = 3;
+    });
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let record = world.record();
+    assert_eq!(record.status, Some(InstanceState::Running));
+    assert_eq!(record.health_check_fail_count, 0);
+}
+
+#[test]
+fn reconcile_fly_started_resets_fail_count_when_running() {
+    let world = World::new();
+    world.running();
+    world.edit(|r| r.health_check_fail_count = 2);
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    assert_eq!(world.record().health_check_fail_count, 0);
+}
+
+#[test]
+fn reconcile_stopped_while_running_marks_stopped_at_fifth_check() {
+    let world = World::new();
+    let id = world.running().fly_machine_id.expect("id");
+    world.fly.set_machine_state(APP, &id, MachineState::Stopped);
+    for expected in 1..SELF_HEAL_THRESHOLD {
+        world
+            .instances()
+            .reconcile(USER, "alarm")
+            .expect("reconcile");
+        let record = world.record();
+        assert_eq!(record.health_check_fail_count, expected);
+        assert_eq!(record.status, Some(InstanceState::Running));
+    }
+    world.instances().reconcile(USER, "alarm").expect("fifth");
+    let record = world.record();
+    assert_eq!(record.status, Some(InstanceState::Stopped));
+    assert_eq!(record.health_check_fail_count, 0);
+    assert_eq!(record.last_stopped_at, Some(world.clock.now_ms()));
+}
+
+#[test]
+fn reconcile_leaves_other_state_combinations_alone() {
+    let world = World::new();
+    world.running();
+    world.instances().stop(USER).expect("stop");
+    world.edit(|r| r.status = Some(InstanceState::Provisioned));
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let record = world.record();
+    assert_eq!(
+        record.status,
+        Some(InstanceState::Provisioned),
+        "Fly stopped + provisioned: nothing"
+    );
+    assert_eq!(record.health_check_fail_count, 0);
+}
+
+#[test]
+fn reconcile_repairs_missing_root_mount() {
+    let world = World::new();
+    let record = world.running();
+    let id = record.fly_machine_id.clone().expect("id");
+    let mut machine = world.fly.machine(APP, &id).expect("machine");
+    let mut config = machine.config.take().expect("config");
+    config.mounts.clear();
+    world
+        .fly
+        .update_machine(
+            APP,
+            &id,
+            &crate::fly::UpdateMachineRequest {
+                config,
+                ..Default::default()
+            },
+        )
+        .expect("strip mount");
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let repaired = world
+        .fly
+        .machine(APP, &id)
+        .expect("machine")
+        .config
+        .expect("config");
+    assert_eq!(repaired.mounts.len(), 1);
+    assert_eq!(
+        Some(repaired.mounts[0].volume.clone()),
+        record.fly_volume_id
+    );
+    assert_eq!(repaired.mounts[0].path, "/root");
+    assert_eq!(world.machine_state(), MachineState::Started);
+}
+
+#[test]
+fn reconcile_machine_gone_clears_id_and_marks_stopped() {
+    let world = World::new();
+    let id = world.running().fly_machine_id.expect("id");
+    world.fly.remove_machine(APP, &id);
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let record = world.record();
+    assert_eq!(record.fly_machine_id, None);
+    assert_eq!(record.status, Some(InstanceState::Stopped));
+}
+
+#[test]
+fn reconcile_transient_fly_error_changes_nothing() {
+    let world = World::new();
+    let before = world.running();
+    world.fly.fail_next(FlyCall::GetMachine, server_error());
+    world.fly.fail_next(FlyCall::GetVolume, server_error());
+    let outcome = world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("errors are not fatal");
+    assert!(outcome.checked);
+    let after = world.record();
+    assert_eq!(after.fly_machine_id, before.fly_machine_id);
+    assert_eq!(after.fly_volume_id, before.fly_volume_id);
+    assert_eq!(after.status, Some(InstanceState::Running));
+}
+
+#[test]
+fn reconcile_without_machine_recovers_it_from_metadata_with_its_volume() {
+    let world = World::new();
+    let record = world.running();
+    world.edit(|r| {
+        r.fly_machine_id = None;
+        r.fly_volume_id = None;
+        r.status = Some(InstanceState::Stopped);
+    });
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let recovered = world.record();
+    assert_eq!(recovered.fly_machine_id, record.fly_machine_id);
+    assert_eq!(
+        recovered.fly_volume_id, record.fly_volume_id,
+        "adopted from the /root mount"
+    );
+    assert_eq!(
+        recovered.status,
+        Some(InstanceState::Running),
+        "started maps to running"
+    );
+    assert!(recovered.last_metadata_recovery_at.is_some());
+}
+
+#[test]
+fn reconcile_metadata_recovery_has_30_minute_cooldown() {
+    let world = World::new();
+    world.provision();
+    world.instances().reconcile(USER, "alarm").expect("first");
+    world.fly.clear_calls();
+    world.clock.advance(Duration::from_secs(29 * 60));
+    world.instances().reconcile(USER, "alarm").expect("second");
+    assert_eq!(world.fly.count(FlyCall::ListMachines), 0);
+    world.clock.advance(Duration::from_secs(60));
+    world.instances().reconcile(USER, "alarm").expect("third");
+    assert_eq!(world.fly.count(FlyCall::ListMachines), 1);
+}
+
+#[test]
+fn recovery_candidate_prefers_started_then_newest() {
+    let machine = |id: &str, state: &str, updated: &str| -> crate::fly::Machine {
+        serde_json::from_value(
+            serde_json::json!({"id": id, "name": id, "state": state, "region": "dfw",
+            "instance_id": "i", "created_at": "", "updated_at": updated}),
+        )
+        .expect("machine")
+    };
+    let machines = vec![
+        machine("a", "stopped", "2026-01-03"),
+        machine("b", "started", "2026-01-01"),
+        machine("c", "started", "2026-01-02"),
+        machine("d", "destroyed", "2026-01-09"),
+    ];
+    assert_eq!(
+        select_recovery_candidate(&machines).map(|m| m.id.as_str()),
+        Some("c")
+    );
+    assert!(
+        select_recovery_candidate(&machines[3..]).is_none(),
+        "destroyed machines are ignored"
+    );
+}
+
+#[test]
+fn reconcile_creates_missing_volume() {
+    let world = World::new();
+    world.provision();
+    world.edit(|r| r.fly_volume_id = None);
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    assert!(world.record().fly_volume_id.is_some());
+}
+
+#[test]
+fn reconcile_replaces_lost_volume_with_empty_one() {
+    let world = World::new();
+    let record = world.provision();
+    world
+        .fly
+        .remove_volume(APP, record.fly_volume_id.as_deref().expect("id"));
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let after = world.record();
+    assert!(after.fly_volume_id.is_some());
+    assert_ne!(after.fly_volume_id, record.fly_volume_id);
+}
+
+#[test]
+fn reconcile_finishes_incomplete_app_setup() {
+    let world = World::new();
+    world.fly.fail_next(FlyCall::AllocateIp, server_error());
+    assert!(world.instances().provision(USER, &config()).is_err());
+    assert!(!world.record().app_setup.is_complete());
+    world.provision();
+    assert!(world.record().app_setup.is_complete());
+    world.edit(|r| r.app_setup.ipv4_allocated = false);
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    assert!(world.record().app_setup.is_complete());
+    assert_eq!(
+        world.fly.ips(APP).len(),
+        2,
+        "already-allocated counts as done"
+    );
+}
+
+#[test]
+fn reconcile_schedules_by_status_with_jitter() {
+    assert_eq!(
+        interval_for(InstanceState::Running),
+        Duration::from_secs(300)
+    );
+    assert_eq!(
+        interval_for(InstanceState::Destroying),
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        interval_for(InstanceState::Stopped),
+        Duration::from_secs(1800)
+    );
+    assert_eq!(
+        interval_for(InstanceState::Provisioned),
+        Duration::from_secs(1800)
+    );
+    let world = World::new();
+    world.running();
+    let next = world.record().next_check_at_ms.expect("scheduled") - world.clock.now_ms();
+    assert!((300_000..360_000).contains(&next), "{next}");
+}
+
+// ---------- due index walk ----------
+
+#[test]
+fn reconcile_due_checks_due_instances_and_reschedules_them() {
+    let world = World::new();
+    let id = world.running().fly_machine_id.expect("id");
+    world.fly.set_machine_state(APP, &id, MachineState::Stopped);
+    world.clock.advance(Duration::from_secs(7 * 60));
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk");
+    assert_eq!(report.checked, 1, "{report:?}");
+    let record = world.record();
+    assert_eq!(record.health_check_fail_count, 1);
+    assert!(record.next_check_at_ms.expect("next") > world.clock.now_ms());
+    let again = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk again");
+    assert_eq!(again.checked, 0, "nothing due until the next check");
+}
+
+#[test]
+fn reconcile_due_skips_superseded_entries() {
+    let world = World::new();
+    world.provision(); // idle entry in ~30 min
+    world.instances().start(USER).expect("start"); // running entry in ~5 min supersedes nothing
+    world.instances().stop(USER).expect("stop"); // idle again: the 5-minute entry is now stale
+    world.clock.advance(Duration::from_secs(7 * 60));
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk");
+    assert_eq!(report.checked, 0);
+    assert!(report.skipped >= 1, "{report:?}");
+}
+
+#[test]
+fn reconcile_due_overlapping_ticks_do_not_process_a_minute_twice() {
+    let world = World::new();
+    world.running();
+    world.clock.advance(Duration::from_secs(7 * 60));
+    let due = crate::due::DueIndex::new(&world.kv);
+    let minute = crate::due::minute_of(world.record().next_check_at_ms.expect("next"));
+    assert!(
+        due.claim(minute).expect("claim"),
+        "another tick claims the minute first"
+    );
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk");
+    assert_eq!(report.checked, 0);
+}
+
+#[test]
+fn reconcile_due_requeues_what_the_budget_does_not_cover() {
+    let world = World::new();
+    for user in ["u1", "u2", "u3"] {
+        world
+            .instances()
+            .provision(user, &config())
+            .expect("provision");
+        world
+            .store()
+            .update(user, |r| {
+                r.next_check_at_ms = Some(0);
+                Ok::<(), StoreError>(())
+            })
+            .expect("due now");
+    }
+    world.clock.advance(Duration::from_secs(32 * 60));
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 1)
+        .expect("walk");
+    assert_eq!(report.checked, 1);
+    assert_eq!(report.requeued, 2);
+    world.clock.advance(Duration::from_secs(2 * 60));
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 10)
+        .expect("walk");
+    assert_eq!(report.checked, 2, "{report:?}");
+}
+
+#[test]
+fn reconcile_due_backs_off_on_rate_limit() {
+    let world = World::new();
+    for user in ["u1", "u2"] {
+        world
+            .instances()
+            .provision(user, &config())
+            .expect("provision");
+    }
+    world.clock.advance(Duration::from_secs(32 * 60));
+    world.fly.fail_next(
+        FlyCall::ListMachines,
+        FlyError::status("list", 429, r#"{"error":"rate limited"}"#),
+    );
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk");
+    assert!(report.rate_limited);
+    assert_eq!(report.checked, 1);
+    assert_eq!(report.requeued, 1);
+}
+
+#[test]
+fn reconcile_due_requeues_busy_instances() {
+    let world = World::new();
+    world.provision();
+    world.clock.advance(Duration::from_secs(32 * 60));
+    let _held = world.store().acquire(USER, "long-op").expect("lease");
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk");
+    assert_eq!(report.checked, 0);
+    assert_eq!(report.requeued, 1);
+}
