@@ -657,6 +657,70 @@ mod tests {
         assert_eq!(record.fly_machine_id.as_deref(), Some("m1"));
     }
 
+    #[derive(Debug, Clone)]
+    enum LeaseStep {
+        TryAcquire(usize),
+        Commit(usize),
+        Release(usize),
+        Advance(u64),
+    }
+
+    fn lease_step() -> impl Strategy<Value = LeaseStep> {
+        prop_oneof![
+            (0usize..3).prop_map(LeaseStep::TryAcquire),
+            (0usize..3).prop_map(LeaseStep::Commit),
+            (0usize..3).prop_map(LeaseStep::Release),
+            (0u64..200).prop_map(LeaseStep::Advance),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the interleaving of three operations and the passing of time, a commit succeeds only
+        /// for the holder of the newest lease, and every successful commit is visible afterwards.
+        #[test]
+        fn fenced_lease_admits_only_the_newest_holder(steps in proptest::collection::vec(lease_step(), 1..40)) {
+            let (kv, clock) = (MemoryKv::new(), FakeClock::default());
+            let store = store(&kv, &clock);
+            let owners = ["op-a", "op-b", "op-c"];
+            let mut guards: Vec<Option<LeaseGuard>> = vec![None, None, None];
+            let mut newest_fence = 0u64;
+            let mut commits = 0u32;
+            for step in steps {
+                match step {
+                    LeaseStep::TryAcquire(i) => {
+                        if let Ok(Ok(guard)) = store.try_acquire(USER, owners[i]) {
+                            prop_assert!(guard.fence() > newest_fence || guard.owner() == owners[i]);
+                            newest_fence = newest_fence.max(guard.fence());
+                            guards[i] = Some(guard);
+                        }
+                    }
+                    LeaseStep::Commit(i) => {
+                        if let Some(guard) = guards[i].as_mut() {
+                            let result = store.commit(guard, set(|r| r.health_check_fail_count += 1));
+                            if result.is_ok() {
+                                prop_assert_eq!(guard.fence(), newest_fence, "only the newest holder commits");
+                                commits += 1;
+                            } else {
+                                prop_assert_eq!(result, Err(StoreError::LeaseLost));
+                                guards[i] = None;
+                            }
+                        }
+                    }
+                    LeaseStep::Release(i) => {
+                        if let Some(guard) = guards[i].take()
+                            && store.release(guard).is_ok()
+                        {
+                            // Releasing frees the lease; the next acquisition gets a larger fence.
+                        }
+                    }
+                    LeaseStep::Advance(secs) => clock.advance(Duration::from_secs(secs)),
+                }
+            }
+            let record = store.load(USER).expect("load").map(|s| s.record);
+            prop_assert_eq!(record.map_or(0, |r| r.health_check_fail_count), commits);
+        }
+    }
+
     proptest! {
         #[test]
         fn cas_retry_loop_never_loses_updates_under_random_conflicts(
