@@ -1644,3 +1644,94 @@ fn reconcile_due_requeues_busy_instances() {
     assert_eq!(report.checked, 0);
     assert_eq!(report.requeued, 1);
 }
+
+// ---------- further rules ----------
+
+#[test]
+fn start_resets_health_check_fail_count() {
+    let world = World::new();
+    world.running();
+    world.instances().stop(USER).expect("stop");
+    world.edit(|r| r.health_check_fail_count = 4);
+    world.instances().start(USER).expect("start");
+    assert_eq!(world.record().health_check_fail_count, 0);
+}
+
+#[test]
+fn metadata_recovery_maps_stopped_machine_to_stopped_status() {
+    let world = World::new();
+    let record = world.running();
+    world.instances().stop(USER).expect("stop");
+    world.edit(|r| {
+        r.fly_machine_id = None;
+        r.status = Some(InstanceState::Running);
+    });
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let recovered = world.record();
+    assert_eq!(recovered.fly_machine_id, record.fly_machine_id);
+    assert_eq!(recovered.status, Some(InstanceState::Stopped));
+}
+
+#[test]
+fn reconcile_of_unprovisioned_user_does_nothing() {
+    let world = World::new();
+    let outcome = world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    assert!(!outcome.checked);
+    assert!(world.fly.calls().is_empty());
+    assert!(
+        world.kv.keys().is_empty(),
+        "nothing is created for an unknown user"
+    );
+}
+
+#[test]
+fn provision_never_moves_legacy_instance_with_resources_to_a_per_user_app() {
+    let mut world = World::new();
+    world.settings.legacy_fly_app_name = Some("kiloclaw-machines".into());
+    world.fly.add_app("kiloclaw-machines", "org");
+    // A record restored from the original system: resources in the shared app, no status yet.
+    world.edit(|r| {
+        r.user_id = USER.into();
+        r.sandbox_id = "dXNlci0x".into();
+        r.fly_volume_id = Some("vol_legacy".into());
+    });
+    world.provision();
+    let record = world.record();
+    assert_eq!(record.fly_app_name, None);
+    assert_eq!(record.fly_volume_id.as_deref(), Some("vol_legacy"));
+    assert_eq!(world.fly.count(FlyCall::CreateApp), 0);
+}
+
+#[test]
+fn lifecycle_errors_map_to_http_statuses() {
+    assert_eq!(LifecycleError::NotProvisioned.http_status(), 404);
+    assert_eq!(
+        LifecycleError::Destroying { operation: "start" }.http_status(),
+        409
+    );
+    assert_eq!(LifecycleError::NoFlyApp.http_status(), 503);
+    assert_eq!(
+        LifecycleError::fly("x", FlyError::status("x", 429, "{}")).http_status(),
+        503
+    );
+    assert!(LifecycleError::fly("x", FlyError::status("x", 429, "{}")).is_retryable());
+    assert_eq!(
+        LifecycleError::fly("x", FlyError::status("x", 400, "{}")).http_status(),
+        502
+    );
+    assert!(!LifecycleError::fly("x", FlyError::status("x", 400, "{}")).is_retryable());
+    assert_eq!(
+        LifecycleError::Store(StoreError::LeaseLost).http_status(),
+        500
+    );
+    assert_eq!(
+        LifecycleError::Store(StoreError::Contention).http_status(),
+        503
+    );
+}
