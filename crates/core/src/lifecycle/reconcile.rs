@@ -7,7 +7,8 @@
 //! 2. Per-user app setup left incomplete → finish it (the original's App DO retry alarm).
 //! 3. Orphans from capacity recovery → delete them.
 //! 4. Machine: none recorded → metadata recovery (30-minute cooldown); else read it and sync the status
-//!    (`started` → running; `stopped`/`created` while running → fail count, `stopped` at 5), repair the
+//!    (`started` → running; `stopped`/`created` while running → fail count, `stopped` at 5; a status
+//!    read's live check marks `stopped` at once, also for `suspended`/`destroyed`), repair the
 //!    `/root` mount of a started machine, and on 404 forget the machine (`stopped`).
 //! 5. Volume: none → create one; recorded but 404 → replace it with an empty one (logged as data loss).
 //! 6. Schedule the next check by status (running 5 min, destroying 1 min, idle 30 min, + 0–60 s jitter).
@@ -299,6 +300,7 @@ impl Session<'_, '_> {
     ) -> Result<(), LifecycleError> {
         let status = self.record().status;
         let running = status == Some(InstanceState::Running);
+        let live = reason == "live_check";
         match machine.state {
             MachineState::Started if !running => {
                 tracing::info!(tag = "reconcile", reason, action = "sync_status", user_id = %self.user_id(),
@@ -311,9 +313,21 @@ impl Session<'_, '_> {
             MachineState::Started if self.record().health_check_fail_count > 0 => {
                 self.commit(|r| r.health_check_fail_count = 0)
             }
-            MachineState::Stopped | MachineState::Created if running => {
+            MachineState::Stopped
+            | MachineState::Created
+            | MachineState::Suspended
+            | MachineState::Destroyed
+                if running
+                    && (live
+                        || matches!(
+                            machine.state,
+                            MachineState::Stopped | MachineState::Created
+                        )) =>
+            {
                 let count = self.record().health_check_fail_count + 1;
-                if count >= SELF_HEAL_THRESHOLD {
+                // A status read's live check follows Fly at once, as the original's did (§4.3), but
+                // persisted; the periodic check waits for five sightings to ride out flaps (§4.4).
+                if live || count >= SELF_HEAL_THRESHOLD {
                     tracing::info!(tag = "reconcile", reason, action = "mark_stopped", user_id = %self.user_id(),
                         machine_id = %machine.id, fail_count = count);
                     let now = self.instances.now();

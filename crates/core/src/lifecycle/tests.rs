@@ -1131,22 +1131,42 @@ fn status_reports_original_fields() {
 }
 
 #[test]
-fn status_live_check_persists_through_reconcile_and_is_throttled() {
+fn status_live_check_persists_stop_through_the_lease_path() {
     let world = World::new();
     world.running();
     world.clock.advance(Duration::from_secs(31));
     let id = world.record().fly_machine_id.expect("id");
     world.fly.set_machine_state(APP, &id, MachineState::Stopped);
     world.fly.clear_calls();
-    world.instances().status(USER).expect("status");
+    let status = world.instances().status(USER).expect("status");
+    assert_eq!(status.status.as_deref(), Some("stopped"));
     assert_eq!(world.fly.count(FlyCall::GetMachine), 1);
+    let record = world.record();
     assert_eq!(
-        world.record().health_check_fail_count,
-        1,
+        record.status,
+        Some(InstanceState::Stopped),
         "persisted, not an in-memory flip (§10 #15)"
     );
+    assert_eq!(record.last_stopped_at, Some(world.clock.now_ms()));
+    assert_eq!(record.lease, None);
+}
+
+#[test]
+fn status_live_check_is_throttled_to_30_seconds() {
+    let world = World::new();
+    world.running();
+    world.clock.advance(Duration::from_secs(31));
+    world.fly.clear_calls();
+    world.instances().status(USER).expect("status");
     world.instances().status(USER).expect("status again");
-    assert_eq!(world.fly.count(FlyCall::GetMachine), 1, "30 s throttle");
+    assert_eq!(
+        world.fly.count(FlyCall::GetMachine),
+        1,
+        "a second read within 30 s uses the store"
+    );
+    world.clock.advance(Duration::from_secs(30));
+    world.instances().status(USER).expect("status later");
+    assert_eq!(world.fly.count(FlyCall::GetMachine), 2);
 }
 
 #[test]
