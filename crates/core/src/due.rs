@@ -161,4 +161,37 @@ mod tests {
         index.set_cursor(12).expect("cursor");
         assert_eq!(index.cursor(), Ok(Some(12)));
     }
+
+    #[test]
+    fn memory_kv_meets_the_key_value_contract() {
+        crate::testing::check_key_value_contract(&MemoryKv::new(), "t/").expect("contract");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_scheduled_user_is_found_in_exactly_one_walk(
+            schedules in proptest::collection::vec((0usize..20, 0i64..120), 1..60)
+        ) {
+            let kv = MemoryKv::new();
+            let index = DueIndex::new(&kv);
+            let now = 1_000 * MINUTE_MS;
+            let mut expected = std::collections::BTreeSet::new();
+            for (user, offset_min) in &schedules {
+                let minute = index.schedule(&format!("u{user}"), now + offset_min * MINUTE_MS, now).expect("schedule");
+                proptest::prop_assert!(minute > minute_of(now));
+                expected.insert((minute, format!("u{user}")));
+            }
+            let mut found = std::collections::BTreeSet::new();
+            for minute in minute_of(now)..=minute_of(now) + 121 {
+                if index.claim(minute).expect("claim") {
+                    for user in index.entries(minute).expect("entries") {
+                        proptest::prop_assert!(found.insert((minute, user)), "no duplicates within a minute");
+                    }
+                    index.clear(minute).expect("clear");
+                }
+                proptest::prop_assert!(!index.claim(minute).expect("claim again") || index.entries(minute).expect("e").is_empty());
+            }
+            proptest::prop_assert_eq!(found, expected);
+        }
+    }
 }

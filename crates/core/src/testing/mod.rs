@@ -6,11 +6,14 @@
 //! - [`FakeFly`]: the Fly Machines API as a state machine (apps, machines, volumes, secrets, IPs), with
 //!   region capacity, 404s for missing resources and injectable per-call errors.
 //! - [`FakeClock`] / [`SeqRandom`]: time that advances only when someone sleeps; predictable randomness.
+//! - [`check_key_value_contract`]: the key-value semantics the store protocol needs, for any backend.
 
 mod clock;
+mod contract;
 mod fly;
 mod kv;
 
 pub use clock::{FakeClock, SeqRandom};
+pub use contract::check_key_value_contract;
 pub use fly::{FakeFly, FlyCall};
 pub use kv::{KvOp, MemoryKv};
