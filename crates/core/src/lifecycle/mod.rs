@@ -65,6 +65,15 @@ pub struct Instances<'a> {
     pub(crate) random: &'a dyn Random,
     pub(crate) settings: &'a Settings,
     pub(crate) decryptor: Option<&'a dyn EnvelopeDecryptor>,
+    pub(crate) registry: Option<&'a dyn InstanceRegistry>,
+}
+
+/// The Postgres registry of active instances (`kiloclaw_instances`), which Next.js writes. `start` asks it
+/// when the store has no record for a user, to restore one (original-behaviour.md §4.6).
+pub trait InstanceRegistry {
+    /// The sandbox id of the user's active (not destroyed) instance, if any. An `Err` is logged and
+    /// treated as "no row", as the original did.
+    fn active_sandbox_id(&self, user_id: &str) -> Result<Option<String>, String>;
 }
 
 impl std::fmt::Debug for Instances<'_> {
@@ -91,7 +100,14 @@ impl<'a> Instances<'a> {
             random,
             settings,
             decryptor: None,
+            registry: None,
         }
+    }
+
+    /// Adds the instance registry used to restore lost records on start.
+    pub fn with_registry(mut self, registry: &'a dyn InstanceRegistry) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Adds a decryptor for the users' RSA envelopes.

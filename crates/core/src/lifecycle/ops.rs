@@ -88,6 +88,10 @@ impl Instances<'_> {
     /// capacity recovery; records `running` only when Fly confirms `started`.
     pub fn start(&self, user_id: &str) -> Result<(), LifecycleError> {
         self.with_lease(user_id, "start", |session| {
+            let record = session.record();
+            if record.status != Some(InstanceState::Destroying) && (!record.is_provisioned() || record.sandbox_id.is_empty()) {
+                session.restore_from_registry(user_id)?;
+            }
             require_provisioned(session.record(), "start")?;
             session.app_name()?;
             session.ensure_volume("start")?;
@@ -529,6 +533,88 @@ impl Session<'_, '_> {
             if result != DeleteResult::Failed {
                 self.commit(|r| r.orphaned_volume_ids.retain(|v| v != &volume_id))?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Session<'_, '_> {
+    /// `restoreFromPostgres` (§4.6): rebuild a lost record from the registry row, then find the machine
+    /// and volume by Fly metadata. Config (Kilo key, secrets, channels) cannot be restored; Next.js
+    /// re-provisions. Unlike the original (§10 #14), a derived per-user app is only assumed when it exists
+    /// in Fly (or no legacy app is configured), so restored legacy users keep pointing at the shared app.
+    fn restore_from_registry(&mut self, user_id: &str) -> Result<(), LifecycleError> {
+        let Some(registry) = self.instances.registry else {
+            tracing::warn!(
+                tag = "reconcile",
+                reason = "postgres_restore",
+                action = "no_registry",
+                user_id
+            );
+            return Ok(());
+        };
+        let sandbox_id = match registry.active_sandbox_id(user_id) {
+            Ok(Some(sandbox_id)) => sandbox_id,
+            Ok(None) => {
+                tracing::warn!(
+                    tag = "reconcile",
+                    reason = "postgres_restore",
+                    action = "no_active_row",
+                    user_id
+                );
+                return Ok(());
+            }
+            Err(error) => {
+                tracing::warn!(tag = "reconcile", reason = "postgres_restore", action = "registry_failed", user_id, error = %error);
+                return Ok(());
+            }
+        };
+        let settings = self.instances.settings;
+        let mut app = self.record().fly_app_name.clone();
+        let mut app_exists = false;
+        if app.is_none() && settings.fly_org_slug.is_some() {
+            let derived = crate::ids::app_name_from_user_id(user_id, settings.is_development());
+            app_exists = self
+                .instances
+                .fly
+                .get_app(&derived)
+                .map_err(|e| LifecycleError::fly("get app", e))?
+                .is_some();
+            if app_exists || settings.legacy_fly_app_name.is_none() {
+                app = Some(derived);
+            }
+        }
+        let now = self.instances.now();
+        let user = user_id.to_owned();
+        self.commit(|r| {
+            let fresh = InstanceRecord {
+                schema_version: r.schema_version,
+                version: r.version,
+                lease: r.lease.clone(),
+                user_id: user.clone(),
+                sandbox_id: sandbox_id.clone(),
+                status: Some(InstanceState::Provisioned),
+                provisioned_at: Some(now),
+                fly_app_name: app.clone(),
+                app_setup: if app == r.fly_app_name {
+                    r.app_setup.clone()
+                } else {
+                    crate::record::AppSetup {
+                        created: app_exists,
+                        ..Default::default()
+                    }
+                },
+                extra: r.extra.clone(),
+                ..InstanceRecord::empty()
+            };
+            *r = fresh;
+        })?;
+        tracing::info!(tag = "reconcile", reason = "postgres_restore", action = "restore_record", user_id, app = ?app);
+        if self.record().fly_app_name.is_some() && !self.record().app_setup.is_complete() {
+            self.ensure_app()?;
+        }
+        if let Err(error) = self.attempt_metadata_recovery("postgres_restore") {
+            tracing::warn!(tag = "reconcile", reason = "postgres_restore", action = "metadata_recovery_failed", user_id, error = %error);
         }
         Ok(())
     }

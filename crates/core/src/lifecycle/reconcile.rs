@@ -393,7 +393,10 @@ impl Session<'_, '_> {
     }
 
     /// `attemptMetadataRecovery`: find the user's machine by Fly metadata (30-minute cooldown).
-    fn attempt_metadata_recovery(&mut self, reason: &'static str) -> Result<(), LifecycleError> {
+    pub(crate) fn attempt_metadata_recovery(
+        &mut self,
+        reason: &'static str,
+    ) -> Result<(), LifecycleError> {
         let now = self.instances.now();
         if self
             .record()

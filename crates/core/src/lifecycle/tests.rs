@@ -1755,3 +1755,73 @@ fn lifecycle_errors_map_to_http_statuses() {
         503
     );
 }
+
+// ---------- restore from the registry (§4.6) ----------
+
+struct Registry(Option<&'static str>);
+
+impl InstanceRegistry for Registry {
+    fn active_sandbox_id(&self, _user_id: &str) -> Result<Option<String>, String> {
+        Ok(self.0.map(str::to_owned))
+    }
+}
+
+#[test]
+fn start_restores_lost_record_from_registry_and_recovers_machine_by_metadata() {
+    let world = World::new();
+    let before = world.running();
+    world
+        .kv
+        .put_raw(&record_key(USER), &InstanceRecord::empty().encode());
+    let registry = Registry(Some("dXNlci0x"));
+    let instances = world.instances().with_registry(&registry);
+    instances.start(USER).expect("start after restore");
+    let record = world.record();
+    assert_eq!(record.sandbox_id, "dXNlci0x");
+    assert_eq!(
+        record.fly_app_name.as_deref(),
+        Some(APP),
+        "the per-user app exists, so it is used"
+    );
+    assert_eq!(
+        record.fly_machine_id, before.fly_machine_id,
+        "found by metadata"
+    );
+    assert_eq!(
+        record.fly_volume_id, before.fly_volume_id,
+        "adopted from the mount"
+    );
+    assert_eq!(record.status, Some(InstanceState::Running));
+    assert_eq!(world.fly.machines(APP).len(), 1);
+}
+
+#[test]
+fn start_without_registry_row_is_not_provisioned() {
+    let world = World::new();
+    let registry = Registry(None);
+    let error = world
+        .instances()
+        .with_registry(&registry)
+        .start(USER)
+        .expect_err("no row");
+    assert!(matches!(error, LifecycleError::NotProvisioned));
+}
+
+#[test]
+fn restore_keeps_legacy_users_on_the_shared_app() {
+    let mut world = World::new();
+    world.settings.legacy_fly_app_name = Some("kiloclaw-machines".into());
+    world.fly.add_app("kiloclaw-machines", "org");
+    let registry = Registry(Some("dXNlci0x"));
+    world
+        .instances()
+        .with_registry(&registry)
+        .start(USER)
+        .expect("start");
+    let record = world.record();
+    assert_eq!(
+        record.fly_app_name, None,
+        "no derived app exists, so the legacy app is used (§10 #14)"
+    );
+    assert_eq!(world.fly.machines("kiloclaw-machines").len(), 1);
+}
