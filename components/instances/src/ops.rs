@@ -28,21 +28,35 @@ fn with_instances<T>(
     operation(&instances).map_err(errors::from_lifecycle)
 }
 
+/// The request body with `userId` set to the call's `user-id` argument, which wins over whatever the
+/// body says (the WIT contract: the body's `userId` is ignored). A body that is not a JSON object is
+/// passed through for the parser to reject.
+fn with_user_id(body: &[u8], user_id: &str) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut object)) => {
+            object.insert(
+                "userId".to_owned(),
+                serde_json::Value::String(user_id.to_owned()),
+            );
+            serde_json::Value::Object(object).to_string().into_bytes()
+        }
+        _ => body.to_vec(),
+    }
+}
+
 pub fn provision(user_id: &str, body: &[u8]) -> Result<String, InstanceError> {
-    let request = parse_provision(body).map_err(errors::from_request)?;
+    let request = parse_provision(&with_user_id(body, user_id)).map_err(errors::from_request)?;
     with_instances(|instances| instances.provision(user_id, &request.config))
         .map(|outcome| outcome.sandbox_id)
 }
 
 pub fn patch_kilocode_config(user_id: &str, body: &[u8]) -> Result<KilocodeConfig, InstanceError> {
-    let mut patch = parse_kilocode_patch(body).map_err(errors::from_request)?;
-    patch.user_id = user_id.to_owned();
+    let patch = parse_kilocode_patch(&with_user_id(body, user_id)).map_err(errors::from_request)?;
     with_instances(|instances| instances.patch_kilocode_config(&patch)).map(views::kilocode_config)
 }
 
 pub fn patch_channels(user_id: &str, body: &[u8]) -> Result<ChannelPresence, InstanceError> {
-    let mut patch = parse_channels_patch(body).map_err(errors::from_request)?;
-    patch.user_id = user_id.to_owned();
+    let patch = parse_channels_patch(&with_user_id(body, user_id)).map_err(errors::from_request)?;
     with_instances(|instances| instances.patch_channels(&patch)).map(views::channel_presence)
 }
 
