@@ -14,6 +14,7 @@
 //! the normal lease path; every Fly failure is classified, never masked.
 
 mod error;
+mod exec;
 mod ops;
 mod reconcile;
 mod resources;
@@ -22,6 +23,10 @@ mod views;
 use std::time::Duration;
 
 pub use error::LifecycleError;
+pub use exec::{
+    DoctorOutcome, PAIRING_CACHE_TTL_MS, PairingApproval, is_valid_channel_name,
+    is_valid_pairing_code,
+};
 pub use ops::{DestroyOutcome, ProvisionOutcome};
 pub use reconcile::{DueReport, ReconcileOutcome, select_recovery_candidate};
 pub use views::{ChannelsView, ConfigSummary, InstanceStatus, KiloCodeConfigView, Route};

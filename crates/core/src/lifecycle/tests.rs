@@ -1825,3 +1825,154 @@ fn restore_keeps_legacy_users_on_the_shared_app() {
     );
     assert_eq!(world.fly.machines("kiloclaw-machines").len(), 1);
 }
+
+// ---------- exec-based operations (pairing, doctor) ----------
+
+fn exec_response(stdout: &str, stderr: &str, exit_code: i32) -> crate::fly::ExecResponse {
+    crate::fly::ExecResponse {
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+        exit_code,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pairing_list_is_empty_when_not_running_and_cached_for_120_seconds() {
+    let world = World::new();
+    world.provision();
+    assert!(
+        world
+            .instances()
+            .pairing_requests(USER, false)
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(world.fly.count(FlyCall::ExecMachine), 0);
+    world.instances().start(USER).expect("start");
+    world.fly.set_exec_response(exec_response(
+        r#" {"requests":[{"code":"AB12","id":"1","channel":"telegram"}]} "#,
+        "",
+        0,
+    ));
+    assert_eq!(
+        world
+            .instances()
+            .pairing_requests(USER, false)
+            .expect("list")
+            .len(),
+        1
+    );
+    assert_eq!(
+        world
+            .instances()
+            .pairing_requests(USER, false)
+            .expect("cached")
+            .len(),
+        1
+    );
+    assert_eq!(
+        world.fly.count(FlyCall::ExecMachine),
+        1,
+        "second read served from the cache"
+    );
+    world
+        .instances()
+        .pairing_requests(USER, true)
+        .expect("refresh");
+    assert_eq!(
+        world.fly.count(FlyCall::ExecMachine),
+        2,
+        "refresh bypasses the cache"
+    );
+    world
+        .clock
+        .advance(Duration::from_millis(PAIRING_CACHE_TTL_MS as u64 + 1));
+    world
+        .instances()
+        .pairing_requests(USER, false)
+        .expect("expired");
+    assert_eq!(world.fly.count(FlyCall::ExecMachine), 3);
+}
+
+#[test]
+fn pairing_list_failure_is_empty_and_not_cached() {
+    let world = World::new();
+    world.running();
+    world.fly.set_exec_response(exec_response("", "boom", 1));
+    assert!(
+        world
+            .instances()
+            .pairing_requests(USER, false)
+            .expect("list")
+            .is_empty()
+    );
+    world
+        .instances()
+        .pairing_requests(USER, false)
+        .expect("again");
+    assert_eq!(world.fly.count(FlyCall::ExecMachine), 2);
+    world.fly.fail_next(FlyCall::ExecMachine, server_error());
+    assert!(
+        world.instances().pairing_requests(USER, false).is_err(),
+        "an exec HTTP error propagates"
+    );
+}
+
+#[test]
+fn approve_pairing_validates_input_and_reports_command_result() {
+    let world = World::new();
+    world.running();
+    let approve = |channel: &str, code: &str| {
+        world
+            .instances()
+            .approve_pairing(USER, channel, code)
+            .expect("approve")
+    };
+    assert_eq!(approve("Telegram", "AB12").message, "Invalid channel name");
+    assert_eq!(approve("telegram", "AB-12").message, "Invalid pairing code");
+    world.fly.set_exec_response(exec_response("", "", 0));
+    assert_eq!(
+        approve("telegram", "AB12"),
+        PairingApproval {
+            success: true,
+            message: "Pairing approved".into()
+        }
+    );
+    world
+        .fly
+        .set_exec_response(exec_response("no such code", "", 1));
+    assert_eq!(approve("telegram", "AB12").message, "no such code");
+    let call = world
+        .fly
+        .calls()
+        .into_iter()
+        .rfind(|(c, _)| *c == FlyCall::ExecMachine)
+        .expect("exec")
+        .1;
+    assert!(
+        call.contains("\"approve\", \"telegram\", \"AB12\", \"--notify\""),
+        "{call}"
+    );
+}
+
+#[test]
+fn doctor_reports_output_and_refuses_when_not_running() {
+    let world = World::new();
+    world.provision();
+    assert_eq!(
+        world.instances().run_doctor(USER).expect("doctor").output,
+        "Instance is not running"
+    );
+    world.instances().start(USER).expect("start");
+    world
+        .fly
+        .set_exec_response(exec_response("fixed", "warning", 0));
+    assert_eq!(
+        world.instances().run_doctor(USER).expect("doctor"),
+        DoctorOutcome {
+            success: true,
+            output: "fixed\nwarning".into()
+        }
+    );
+}
