@@ -9,7 +9,7 @@ use super::system::{FlyFault, System};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_routes_need_a_valid_jwt() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-401";
     sys.provision(user).await?;
     sys.start(user).await?;
@@ -87,7 +87,7 @@ async fn user_routes_need_a_valid_jwt() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_routes_need_the_internal_key() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let body = r#"{"userId":"user-403"}"#;
     for key in [None, Some("wrong-key"), Some("")] {
         let reply = sys
@@ -119,7 +119,7 @@ async fn platform_routes_need_the_internal_key() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_400_with_field_errors_and_change_nothing() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     sys.platform_raw(
         Method::POST,
         "/api/platform/provision",
@@ -217,7 +217,7 @@ async fn bad_requests_are_400_with_field_errors_and_change_nothing() -> anyhow::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_404_until_a_machine_exists() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-404";
     let not_provisioned = json!({
         "error": "Instance not provisioned",
@@ -236,7 +236,7 @@ async fn proxy_404_until_a_machine_exists() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_409_while_destroying() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-409";
     sys.provision(user).await?;
     sys.start(user).await?;
@@ -264,7 +264,7 @@ async fn proxy_409_while_destroying() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_503_when_the_instance_is_not_running() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-503";
     sys.provision(user).await?;
     sys.start(user).await?;

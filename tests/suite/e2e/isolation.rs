@@ -7,7 +7,7 @@ use super::system::System;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_never_see_each_others_machine() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let (alice, bob) = ("alice@example.com", "bob@example.com");
     for user in [alice, bob] {
         sys.provision(user).await?;

@@ -9,7 +9,7 @@ use super::system::System;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_public_and_exact() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let reply = sys.get("/health").await?;
     reply.expect_json(
         200,
@@ -20,7 +20,7 @@ async fn health_is_public_and_exact() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_lifecycle_through_http_only() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-lifecycle";
 
     // Provision: 201 with the sandbox id, a record, a volume and no machine yet.
@@ -235,7 +235,7 @@ async fn full_lifecycle_through_http_only() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_token_route_and_direct_websocket() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-gateway";
     sys.provision(user).await?;
     let reply = sys
@@ -313,7 +313,7 @@ async fn gateway_token_route_and_direct_websocket() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kilocode_config_patch_validates_the_model() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-kilocode";
     sys.provision(user).await?;
 
@@ -407,7 +407,7 @@ async fn kilocode_config_patch_validates_the_model() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_redeploys_a_running_machine() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-restart";
     sys.provision(user).await?;
 
@@ -464,5 +464,51 @@ async fn restart_redeploys_a_running_machine() -> anyhow::Result<()> {
         echo.machine_id == machine_id,
         "same machine serves after restart"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_gateway_hands_the_control_ui_its_token_and_gateway_url() -> anyhow::Result<()> {
+    let sys = System::boot().await?;
+    let user = "user-access";
+    sys.provision(user).await?;
+    sys.start(user).await?;
+
+    let reply = sys.get("/kilo-access-gateway").await?;
+    ensure!(reply.status == 400 && reply.text == "Missing userId parameter", "{} {}", reply.status, reply.text);
+
+    // No session: the access-code form, with the user id HTML-escaped.
+    let reply = sys.get("/kilo-access-gateway?userId=%3Cscript%3E").await?;
+    ensure!(reply.status == 200, "form status {}", reply.status);
+    ensure!(reply.text.contains("KiloClaw Access") && reply.text.contains("&lt;script&gt;"), "form: {}", reply.text);
+    ensure!(!reply.text.contains("<script>"), "user id not escaped");
+
+    // A session cookie for the same user: straight into the Control UI.
+    let token = sys.token(user)?;
+    let reply = sys
+        .send(
+            sys.request(Method::GET, &format!("/kilo-access-gateway?userId={user}"))
+                .header("cookie", format!("kiloclaw-auth={token}")),
+        )
+        .await?;
+    ensure!(reply.status == 302, "redirect expected, got {} {}", reply.status, reply.text);
+    let location = reply
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let expected = sys.expected_gateway_token(user);
+    ensure!(location.starts_with(&format!("/#token={expected}&gatewayUrl=ws")), "location: {location}");
+
+    // A session for another user shows the form instead.
+    let other = sys.token("someone-else")?;
+    let reply = sys
+        .send(
+            sys.request(Method::GET, &format!("/kilo-access-gateway?userId={user}"))
+                .header("cookie", format!("kiloclaw-auth={other}")),
+        )
+        .await?;
+    ensure!(reply.status == 200 && reply.text.contains("KiloClaw Access"), "{} {}", reply.status, reply.text);
     Ok(())
 }

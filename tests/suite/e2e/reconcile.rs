@@ -10,7 +10,7 @@ use super::system::{FlyFault, System};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_destroy_is_finished_by_the_reconciler() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-rc-destroy";
     sys.provision(user).await?;
     sys.start(user).await?;
@@ -63,7 +63,7 @@ async fn an_interrupted_destroy_is_finished_by_the_reconciler() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_volume_is_replaced() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-rc-volume";
     sys.provision(user).await?;
     let old_volume = sys.status(user).await?["flyVolumeId"]
@@ -92,7 +92,7 @@ async fn a_lost_volume_is_replaced() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_gone_from_fly_is_cleared() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-rc-gone";
     sys.provision(user).await?;
     sys.start(user).await?;
@@ -123,49 +123,36 @@ async fn a_machine_gone_from_fly_is_cleared() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_follows_fly_after_five_stopped_readings() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-rc-stopped";
     sys.provision(user).await?;
     sys.start(user).await?;
-    let machine = sys.status(user).await?["flyMachineId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let machine = sys.status(user).await?["flyMachineId"].as_str().unwrap_or_default().to_owned();
     sys.sim().stop_machine_out_of_band(&machine).await?;
 
-    // Four readings of "stopped" are not enough: a machine can be briefly stopped by Fly.
+    // The periodic check needs five sightings of "stopped" (a machine can be briefly stopped by
+    // Fly). The outcome of each reconcile is read from its reply, not from a status read: a status
+    // read does its own live check, which follows Fly at once.
     for reading in 1..=4 {
-        sys.reconcile(user).await?;
-        let status = sys.status(user).await?;
-        ensure!(
-            status["status"] == "running",
-            "after reading {reading}: {status}"
-        );
+        let outcome = sys.reconcile(user).await?;
+        ensure!(outcome["status"] == "running", "after reading {reading}: {outcome}");
     }
-    sys.reconcile(user).await?;
+    let outcome = sys.reconcile(user).await?;
+    ensure!(outcome["status"] == "stopped", "after five readings: {outcome}");
     let status = sys.status(user).await?;
-    ensure!(
-        status["status"] == "stopped",
-        "after five readings: {status}"
-    );
-    ensure!(
-        status["flyMachineId"] == machine.as_str(),
-        "the machine is kept for the next start: {status}"
-    );
+    ensure!(status["status"] == "stopped", "persisted: {status}");
+    ensure!(status["flyMachineId"] == machine.as_str(), "the machine is kept for the next start: {status}");
 
     // The opposite drift: Fly says started while the store says stopped → running at once.
     sys.sim().start_machine_out_of_band(&machine).await?;
-    sys.reconcile(user).await?;
-    ensure!(
-        sys.status(user).await?["status"] == "running",
-        "synced back to running"
-    );
+    let outcome = sys.reconcile(user).await?;
+    ensure!(outcome["status"] == "running", "synced back to running: {outcome}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_mount_is_repaired() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-rc-mount";
     sys.provision(user).await?;
     sys.start(user).await?;
@@ -217,7 +204,7 @@ async fn a_wrong_mount_is_repaired() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_state_is_recovered_from_fly_metadata() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     let user = "user-rc-metadata";
     sys.provision(user).await?;
     sys.start(user).await?;
@@ -279,7 +266,7 @@ async fn lost_state_is_recovered_from_fly_metadata() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cron_trigger_and_the_reconcile_route_run_the_reconciler() -> anyhow::Result<()> {
-    let sys = System::start().await?;
+    let sys = System::boot().await?;
     // Both entry points run and report success with nothing to do.
     sys.cron_tick().await?;
     let reply = sys

@@ -15,7 +15,7 @@ use kiloclaw_host::{App, HostConfig, ServerHandle};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
-pub use super::sim::{Fly, FlyFault, SimMachine};
+pub use super::sim::{Fly, FlyFault};
 
 /// Test secrets: fixed, long enough for the JWT validator, never used outside tests.
 const NEXTAUTH_SECRET: &str = "e2e-nextauth-secret-0123456789abcdef0123456789";
@@ -171,7 +171,7 @@ impl Drop for System {
 
 impl System {
     /// Starts a simulator and the app against it.
-    pub async fn start() -> anyhow::Result<Self> {
+    pub async fn boot() -> anyhow::Result<Self> {
         let sim = Fly::start().await?;
         Self::start_with_sim(sim).await
     }
@@ -426,8 +426,9 @@ impl System {
             .map_err(|e| anyhow::anyhow!("cron tick: {e}"))
     }
 
-    /// Reconciles `user` now, whatever its cadence says.
-    pub async fn reconcile(&self, user: &str) -> anyhow::Result<()> {
+    /// Reconciles `user` now, whatever its cadence says; returns the outcome
+    /// (`{checked, rateLimited, status, nextCheckAt}`).
+    pub async fn reconcile(&self, user: &str) -> anyhow::Result<Value> {
         let reply = self
             .platform(
                 Method::POST,
@@ -437,8 +438,7 @@ impl System {
             .await?;
         reply
             .expect(200)
-            .with_context(|| format!("reconcile {user}"))?;
-        Ok(())
+            .with_context(|| format!("reconcile {user}"))
     }
 
     /// Writes a file on the user's volume through the gateway stand-in (a proxied request).

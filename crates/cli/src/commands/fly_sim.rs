@@ -87,7 +87,7 @@ pub fn run(args: &FlySimArgs) -> anyhow::Result<()> {
     }
     eprintln!("kiloclaw fly-sim: API token `{SIM_API_TOKEN}`{}", if args.any_token { " (any token accepted)" } else { "" });
     runtime
-        .block_on(kiloclaw_flysim::run_standalone(config, None))
+        .block_on(kiloclaw_flysim::run_standalone(config))
         .with_context(|| format!("running the Fly simulator on {}", args.listen))
 }
 

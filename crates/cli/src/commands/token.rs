@@ -26,7 +26,7 @@ pub fn run(args: &TokenArgs) -> anyhow::Result<()> {
         }
     };
     let token = mint_user_token(
-        secret.as_bytes(),
+        &secret,
         &args.user,
         args.ttl.into(),
         args.env.as_deref(),
