@@ -27,8 +27,16 @@ const TEN_YEARS_S: u64 = 10 * 365 * 24 * 3600;
 
 /// Mints a user token valid for `ttl` from now. `env` is the `worker_env` the router expects (the
 /// router compares it only when both sides carry one).
-pub fn mint_user_token(secret: &str, user_id: &str, ttl: Duration, env: Option<&str>) -> Result<String, MintError> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|_| MintError::Clock)?.as_secs();
+pub fn mint_user_token(
+    secret: &str,
+    user_id: &str,
+    ttl: Duration,
+    env: Option<&str>,
+) -> Result<String, MintError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| MintError::Clock)?
+        .as_secs();
     mint_user_token_at(secret, user_id, ttl, env, now)
 }
 
@@ -66,7 +74,12 @@ mod tests {
 
     #[test]
     fn the_routers_verifier_accepts_it() -> anyhow::Result<()> {
-        let token = mint_user_token(SECRET, "user-1", Duration::from_secs(3600), Some("development"))?;
+        let token = mint_user_token(
+            SECRET,
+            "user-1",
+            Duration::from_secs(3600),
+            Some("development"),
+        )?;
         let verifier = JwtVerifier::new(SECRET, Some("development".into()))?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let claims = verifier.verify(&token, now)?;
@@ -75,8 +88,16 @@ mod tests {
         assert_eq!(claims.api_token_pepper, None);
         assert!(claims.expires_at_s >= now + 3599 && claims.expires_at_s <= now + 3601);
         // Another deployment's secret or env does not accept it.
-        assert!(JwtVerifier::new("another-secret-that-is-32-bytes-long!", None)?.verify(&token, now).is_err());
-        assert!(JwtVerifier::new(SECRET, Some("production".into()))?.verify(&token, now).is_err());
+        assert!(
+            JwtVerifier::new("another-secret-that-is-32-bytes-long!", None)?
+                .verify(&token, now)
+                .is_err()
+        );
+        assert!(
+            JwtVerifier::new(SECRET, Some("production".into()))?
+                .verify(&token, now)
+                .is_err()
+        );
         Ok(())
     }
 
@@ -91,8 +112,17 @@ mod tests {
 
     #[test]
     fn refuses_what_the_router_would_reject() {
-        assert!(matches!(mint_user_token("short", "u", Duration::from_secs(60), None), Err(MintError::Core(_))));
-        assert!(matches!(mint_user_token(SECRET, "", Duration::from_secs(60), None), Err(MintError::EmptyUser)));
-        assert!(matches!(mint_user_token(SECRET, "u", Duration::ZERO, None), Err(MintError::BadTtl)));
+        assert!(matches!(
+            mint_user_token("short", "u", Duration::from_secs(60), None),
+            Err(MintError::Core(_))
+        ));
+        assert!(matches!(
+            mint_user_token(SECRET, "", Duration::from_secs(60), None),
+            Err(MintError::EmptyUser)
+        ));
+        assert!(matches!(
+            mint_user_token(SECRET, "u", Duration::ZERO, None),
+            Err(MintError::BadTtl)
+        ));
     }
 }

@@ -38,7 +38,14 @@ impl Drop for Guard {
 fn up_serves_and_the_printed_example_works() -> anyhow::Result<()> {
     let state = tempfile::tempdir()?;
     let child = kiloclaw()
-        .args(["up", "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0", "--manifest"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--sim-listen",
+            "127.0.0.1:0",
+            "--manifest",
+        ])
         .arg(manifest())
         .arg("--state-dir")
         .arg(state.path())
@@ -66,8 +73,14 @@ fn up_serves_and_the_printed_example_works() -> anyhow::Result<()> {
     let mut key = None;
     let url = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = lines_rx.recv_timeout(left).context("no ready line from kiloclaw up in time")?;
-        if let Some(value) = line.trim().strip_prefix("KEY='").and_then(|v| v.strip_suffix('\'')) {
+        let line = lines_rx
+            .recv_timeout(left)
+            .context("no ready line from kiloclaw up in time")?;
+        if let Some(value) = line
+            .trim()
+            .strip_prefix("KEY='")
+            .and_then(|v| v.strip_suffix('\''))
+        {
             key = Some(value.to_owned());
         }
         if let Some(url) = line.strip_prefix("kiloclaw: ready on ") {
@@ -90,13 +103,21 @@ fn up_serves_and_the_printed_example_works() -> anyhow::Result<()> {
         .arg(state.path())
         .env_remove("SPIN_VARIABLE_NEXTAUTH_SECRET")
         .output()?;
-    ensure!(token.status.success(), "kiloclaw token failed: {}", String::from_utf8_lossy(&token.stderr));
+    ensure!(
+        token.status.success(),
+        "kiloclaw token failed: {}",
+        String::from_utf8_lossy(&token.stderr)
+    );
     let token = String::from_utf8(token.stdout)?.trim().to_owned();
     ensure!(token.split('.').count() == 3, "a JWT on stdout: {token}");
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
         let body = serde_json::json!({"userId": "user-1"});
         let provision = client
             .post(format!("{url}/api/platform/provision"))
@@ -104,17 +125,33 @@ fn up_serves_and_the_printed_example_works() -> anyhow::Result<()> {
             .json(&body)
             .send()
             .await?;
-        ensure!(provision.status() == 201, "provision: {}", provision.status());
+        ensure!(
+            provision.status() == 201,
+            "provision: {}",
+            provision.status()
+        );
         let provisioned: serde_json::Value = provision.json().await?;
-        ensure!(provisioned == serde_json::json!({"sandboxId": "dXNlci0x"}), "{provisioned}");
+        ensure!(
+            provisioned == serde_json::json!({"sandboxId": "dXNlci0x"}),
+            "{provisioned}"
+        );
         let start = client
             .post(format!("{url}/api/platform/start"))
             .header("x-internal-api-key", &key)
             .json(&body)
             .send()
             .await?;
-        ensure!(start.status() == 200, "start: {} {}", start.status(), start.text().await?);
-        let proxied = client.get(format!("{url}/hello?from=readme")).bearer_auth(&token).send().await?;
+        ensure!(
+            start.status() == 200,
+            "start: {} {}",
+            start.status(),
+            start.text().await?
+        );
+        let proxied = client
+            .get(format!("{url}/hello?from=readme"))
+            .bearer_auth(&token)
+            .send()
+            .await?;
         let status = proxied.status();
         let text = proxied.text().await?;
         ensure!(status == 200, "proxied request: {status} {text}");
@@ -152,7 +189,10 @@ fn token_without_any_secret_explains_what_to_do() -> anyhow::Result<()> {
         .output()?;
     ensure!(!output.status.success(), "token without a secret must fail");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(stderr.contains("kiloclaw up") && stderr.contains("SPIN_VARIABLE_NEXTAUTH_SECRET"), "{stderr}");
+    ensure!(
+        stderr.contains("kiloclaw up") && stderr.contains("SPIN_VARIABLE_NEXTAUTH_SECRET"),
+        "{stderr}"
+    );
     ensure!(output.stdout.is_empty(), "nothing on stdout");
     Ok(())
 }
@@ -161,12 +201,22 @@ fn token_without_any_secret_explains_what_to_do() -> anyhow::Result<()> {
 fn token_from_the_environment_secret() -> anyhow::Result<()> {
     let output = kiloclaw()
         .args(["token", "--user", "env-user", "--ttl", "5m"])
-        .env("SPIN_VARIABLE_NEXTAUTH_SECRET", "an-environment-secret-of-32-bytes-or-more")
+        .env(
+            "SPIN_VARIABLE_NEXTAUTH_SECRET",
+            "an-environment-secret-of-32-bytes-or-more",
+        )
         .output()?;
-    ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let token = String::from_utf8(output.stdout)?;
-    let verifier = kiloclaw_core::auth::JwtVerifier::new("an-environment-secret-of-32-bytes-or-more", None)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let verifier =
+        kiloclaw_core::auth::JwtVerifier::new("an-environment-secret-of-32-bytes-or-more", None)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let claims = verifier.verify(token.trim(), now)?;
     ensure!(claims.user_id == "env-user", "{claims:?}");
     ensure!(claims.expires_at_s <= now + 300, "5m ttl: {claims:?}");

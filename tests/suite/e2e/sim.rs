@@ -82,7 +82,11 @@ pub enum FlyFault {
 /// The simulator, shared by the Systems that use it (it outlives a host restart).
 #[derive(Debug, Clone)]
 pub struct Fly {
-    handle: Arc<SimHandle>,
+    handle: Arc<tokio::sync::Mutex<Option<SimHandle>>>,
+    admin: kiloclaw_flysim::SimAdmin,
+    api_url: String,
+    proxy_url: String,
+    proxy_addr: std::net::SocketAddr,
     http: reqwest::Client,
 }
 
@@ -94,23 +98,31 @@ impl Fly {
             .await
             .context("starting the Fly simulator")?;
         Ok(Self {
-            handle: Arc::new(handle),
+            admin: handle.admin().clone(),
+            api_url: handle.api_url(),
+            proxy_url: handle.proxy_url(),
+            proxy_addr: handle.proxy_addr(),
+            handle: Arc::new(tokio::sync::Mutex::new(Some(handle))),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()?,
         })
     }
 
+    /// Fly becomes unreachable: the simulator's listener (API and proxy) goes away.
+    pub async fn shut_down(&self) {
+        if let Some(handle) = self.handle.lock().await.take() {
+            handle.shutdown().await;
+        }
+    }
+
     /// The variables that point the app at this simulator (exactly what `kiloclaw up` uses).
     pub fn app_variables(&self) -> Vec<(String, String)> {
-        kiloclaw_cli::commands::fly_sim::app_variables(
-            &self.handle.api_url(),
-            &self.handle.proxy_url(),
-        )
+        kiloclaw_cli::commands::fly_sim::app_variables(&self.api_url, &self.proxy_url)
     }
 
     fn admin(&self) -> &kiloclaw_flysim::SimAdmin {
-        self.handle.admin()
+        &self.admin
     }
 
     /// Every machine the simulator knows (including destroyed ones it still shows).
@@ -152,6 +164,15 @@ impl Fly {
     /// One existing volume by id.
     pub async fn volume(&self, id: &str) -> anyhow::Result<Option<kiloclaw_core::fly::Volume>> {
         Ok(self.volumes().await?.into_iter().find(|v| v.id == id))
+    }
+
+    /// A file in a volume's data directory, read directly from the simulator's disk.
+    pub fn volume_file(&self, volume: &str, name: &str) -> anyhow::Result<Option<String>> {
+        match std::fs::read_to_string(self.admin.volume_dir(volume).join(name)) {
+            Ok(text) => Ok(Some(text)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Injects a fault.
@@ -196,8 +217,7 @@ impl Fly {
         let machine = self.machine(id).await?.context("no such machine")?;
         let url = format!(
             "{}/v1/apps/{}/machines/{id}/start",
-            self.handle.api_url(),
-            machine.app
+            self.api_url, machine.app
         );
         let response = self.http.post(url).bearer_auth(FLY_TOKEN).send().await?;
         ensure!(
@@ -212,11 +232,7 @@ impl Fly {
     /// allow swapping the volume itself by an update, so a wrong path is the drift that can happen).
     pub async fn set_mount_path_out_of_band(&self, id: &str, path: &str) -> anyhow::Result<()> {
         let machine = self.machine(id).await?.context("no such machine")?;
-        let base = format!(
-            "{}/v1/apps/{}/machines/{id}",
-            self.handle.api_url(),
-            machine.app
-        );
+        let base = format!("{}/v1/apps/{}/machines/{id}", self.api_url, machine.app);
         let current: Value = self
             .http
             .get(&base)
@@ -262,7 +278,7 @@ impl Fly {
     /// Opens the user's gateway WebSocket directly (`{app}.localhost`, as a browser would open
     /// `wss://{app}.fly.dev`), completes OpenClaw's handshake with `token`; true when accepted.
     pub async fn websocket_accepts(&self, app: &str, token: &str) -> anyhow::Result<bool> {
-        let addr = self.handle.proxy_addr();
+        let addr = self.proxy_addr;
         let mut request = format!("ws://{addr}/").into_client_request()?;
         request
             .headers_mut()

@@ -370,6 +370,9 @@ impl System {
                 status["status"] == "destroying",
                 "unexpected status while destroying: {status}"
             );
+            // Fly keeps a volume bound until its machine is destroyed, so the volume delete of
+            // the first pass can fail; the reconciler finishes it on a later pass.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             self.reconcile(user).await?;
         }
         bail!("destroy of {user} did not complete")

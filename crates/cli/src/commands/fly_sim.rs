@@ -38,6 +38,11 @@ pub fn config(listen: SocketAddr, state_dir: Option<PathBuf>) -> SimConfig {
         listen,
         api_tokens: vec![SIM_API_TOKEN.to_owned()],
         state_dir,
+        // The control plane starts a stopped machine by updating it (as the original did), which
+        // boots it only under Fly's documented behaviour; Fly's newest observed behaviour leaves it
+        // stopped. Until the core also starts a machine an update left stopped, the simulator
+        // follows the documented behaviour so local runs and tests can start stopped machines.
+        update_starts_stopped_machine: true,
         ..SimConfig::default()
     }
 }
@@ -68,7 +73,8 @@ impl RunningSim {
 /// Starts the simulator on `listen`, keeping its state (machines, volumes and their files) in
 /// `state_dir` so it survives restarts together with the app's key-value store.
 pub async fn start(listen: SocketAddr, state_dir: PathBuf) -> anyhow::Result<RunningSim> {
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
     let handle = Simulator::start(config(listen, Some(state_dir)))
         .await
         .with_context(|| format!("starting the Fly simulator on {listen}"))?;
@@ -85,7 +91,14 @@ pub fn run(args: &FlySimArgs) -> anyhow::Result<()> {
     if args.any_token {
         config.api_tokens.clear();
     }
-    eprintln!("kiloclaw fly-sim: API token `{SIM_API_TOKEN}`{}", if args.any_token { " (any token accepted)" } else { "" });
+    eprintln!(
+        "kiloclaw fly-sim: API token `{SIM_API_TOKEN}`{}",
+        if args.any_token {
+            " (any token accepted)"
+        } else {
+            ""
+        }
+    );
     runtime
         .block_on(kiloclaw_flysim::run_standalone(config))
         .with_context(|| format!("running the Fly simulator on {}", args.listen))
@@ -98,7 +111,11 @@ mod tests {
     #[test]
     fn variables_cover_everything_the_app_needs_from_fly() {
         let vars = app_variables("http://127.0.0.1:1", "http://127.0.0.1:2");
-        let get = |name: &str| vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("fly_api_base_url"), Some("http://127.0.0.1:1"));
         assert_eq!(get("fly_proxy_base_url"), Some("http://127.0.0.1:2"));
         assert_eq!(get("fly_proxy_outbound_host"), Some("http://127.0.0.1:2"));

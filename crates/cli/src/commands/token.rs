@@ -25,12 +25,7 @@ pub fn run(args: &TokenArgs) -> anyhow::Result<()> {
             dev.nextauth_secret
         }
     };
-    let token = mint_user_token(
-        &secret,
-        &args.user,
-        args.ttl.into(),
-        args.env.as_deref(),
-    )?;
+    let token = mint_user_token(&secret, &args.user, args.ttl.into(), args.env.as_deref())?;
     println!("{token}");
     Ok(())
 }

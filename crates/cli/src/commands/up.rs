@@ -8,7 +8,9 @@ use kiloclaw_host::{App, HostConfig};
 
 use crate::args::{FlyMode, UpArgs};
 use crate::commands::fly_sim;
-use crate::secrets::{self, DevSecrets, GATEWAY_TOKEN_SECRET, INTERNAL_API_SECRET, NEXTAUTH_SECRET};
+use crate::secrets::{
+    self, DevSecrets, GATEWAY_TOKEN_SECRET, INTERNAL_API_SECRET, NEXTAUTH_SECRET,
+};
 use crate::{build, manifest, project};
 
 /// Name of the manifest copy written when the built components are not where `spin.toml` says.
@@ -67,7 +69,9 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
 
     if args.fly == FlyMode::Api && secrets::from_env("fly_api_token").is_none() {
-        bail!("--fly api needs SPIN_VARIABLE_FLY_API_TOKEN (and SPIN_VARIABLE_FLY_ORG_SLUG for per-user apps)");
+        bail!(
+            "--fly api needs SPIN_VARIABLE_FLY_API_TOKEN (and SPIN_VARIABLE_FLY_ORG_SLUG for per-user apps)"
+        );
     }
 
     let artifacts = if args.no_build {
@@ -121,7 +125,10 @@ async fn serve(
     let url = format!("http://{}", server.local_addr());
 
     if let Some(path) = &secrets.generated_in {
-        println!("kiloclaw: generated dev secrets in {} (SPIN_VARIABLE_* override them)", path.display());
+        println!(
+            "kiloclaw: generated dev secrets in {} (SPIN_VARIABLE_* override them)",
+            path.display()
+        );
     }
     println!("{}", example(&url, &secrets.example_key));
     println!("kiloclaw: ready on {url}");
@@ -149,9 +156,8 @@ pub fn example(url: &str, internal_key: &str) -> String {
 }
 
 async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
         _ = terminate.recv() => {}
