@@ -21,9 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::due::{MINUTE_MS, minute_of};
-use crate::fly::{
-    Machine, MachineListFilter, MachineState, UpdateMachineRequest, WaitRequest, WaitState,
-};
+use crate::fly::{Machine, MachineListFilter, MachineState};
 use crate::machine::{METADATA_USER_ID, VOLUME_MOUNT_PATH, mount};
 use crate::record::{InstanceRecord, InstanceState};
 use crate::store::{StoreError, duration_ms};
@@ -370,25 +368,10 @@ impl Session<'_, '_> {
         tracing::info!(tag = "reconcile", reason, action = "repair_mount", user_id = %self.user_id(),
             machine_id = %machine.id, volume_id = %volume_id);
         self.stop_machine_and_wait(&machine.id)?;
-        let app = self.app_name()?;
         let mut config = config;
         config.mounts = vec![mount(&volume_id)];
-        let request = UpdateMachineRequest {
-            config,
-            ..UpdateMachineRequest::default()
-        };
-        let fly = self.instances.fly;
-        let updated = fly
-            .update_machine(&app, &machine.id, &request)
-            .map_err(|e| LifecycleError::fly("update machine", e))?;
-        self.renew()?;
-        let wait = WaitRequest::new(
-            WaitState::Started,
-            self.instances.settings.startup_timeout_s,
-        )
-        .with_instance_id(updated.instance_id);
-        fly.wait_machine(&app, &machine.id, &wait)
-            .map_err(|e| LifecycleError::fly("wait for started", e))?;
+        self.update_and_boot(&machine.id, config, &MachineState::Stopped)
+            .map_err(|(operation, error)| LifecycleError::fly(operation, error))?;
         Ok(())
     }
 

@@ -14,6 +14,11 @@ use crate::record::InstanceRecord;
 
 use super::{LifecycleError, Session};
 
+/// How often a start is retried while Fly still reports the machine as being replaced (412), and the pause
+/// between tries: together a little over Fly's usual replace time for a stopped machine.
+const START_WHILE_REPLACING_ATTEMPTS: u32 = 20;
+const START_WHILE_REPLACING_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Result of a best-effort delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DeleteResult {
@@ -351,16 +356,7 @@ impl<'a> Session<'_, 'a> {
         };
         let result = match machine.state {
             MachineState::Stopped | MachineState::Created => {
-                let request = UpdateMachineRequest {
-                    config,
-                    ..UpdateMachineRequest::default()
-                };
-                match fly.update_machine(&app, machine_id, &request) {
-                    Ok(updated) => self
-                        .wait(machine_id, WaitState::Started, Some(updated.instance_id))
-                        .map_err(|e| ("wait for started", e)),
-                    Err(error) => Err(("update machine", error)),
-                }
+                self.update_and_boot(machine_id, config, &machine.state)
             }
             MachineState::Suspended => match fly.start_machine(&app, machine_id) {
                 Ok(_) => self
@@ -381,6 +377,52 @@ impl<'a> Session<'_, 'a> {
             }
             Err((operation, error)) => Err(LifecycleError::fly(operation, error)),
         }
+    }
+
+    /// Applies `config` to a machine that is not running and boots it. Fly's docs say an update boots a
+    /// stopped machine, but since 2026 flyd leaves it stopped ("leaving the new version stopped",
+    /// fly-machines-api.md §2.6), and the original's update-then-wait then times out. So the update is made
+    /// with `skip_launch`, which leaves the new version down under either behaviour, and an explicit start
+    /// follows. A `stopped` machine is first waited on with the new `instance_id` (start is refused with 412
+    /// while Fly is still replacing); other states have no instance-bound wait, so the start is retried.
+    pub(crate) fn update_and_boot(
+        &mut self,
+        machine_id: &str,
+        config: MachineConfig,
+        previous: &MachineState,
+    ) -> Result<(), (&'static str, FlyError)> {
+        let app = self.app_name().map_err(|e| {
+            (
+                "update machine",
+                FlyError::invalid_request("update", e.to_string()),
+            )
+        })?;
+        let fly = self.instances.fly;
+        let request = UpdateMachineRequest {
+            config,
+            skip_launch: Some(true),
+            ..UpdateMachineRequest::default()
+        };
+        let updated = fly
+            .update_machine(&app, machine_id, &request)
+            .map_err(|e| ("update machine", e))?;
+        if *previous == MachineState::Stopped {
+            self.wait(machine_id, WaitState::Stopped, Some(updated.instance_id))
+                .map_err(|e| ("wait for stopped", e))?;
+        }
+        let mut attempts_left = START_WHILE_REPLACING_ATTEMPTS;
+        loop {
+            match fly.start_machine(&app, machine_id) {
+                Ok(_) => break,
+                Err(error) if error.http_status() == Some(412) && attempts_left > 1 => {
+                    attempts_left -= 1;
+                    self.instances.clock.sleep(START_WHILE_REPLACING_PAUSE);
+                }
+                Err(error) => return Err(("start machine", error)),
+            }
+        }
+        self.wait(machine_id, WaitState::Started, None)
+            .map_err(|e| ("wait for started", e))
     }
 
     fn recreate_lost_machine(

@@ -442,6 +442,54 @@ fn start_existing_stopped_machine_updates_it_and_waits() {
 }
 
 #[test]
+fn start_existing_stopped_machine_boots_whether_or_not_update_boots_it() {
+    for update_boots_stopped in [false, true] {
+        let world = World::new();
+        world.fly.set_update_boots_stopped(update_boots_stopped);
+        world.running();
+        world.instances().stop(USER).expect("stop");
+        world.fly.clear_calls();
+        world.instances().start(USER).expect("start");
+        let calls = world.fly.calls();
+        let update = calls
+            .iter()
+            .position(|(call, _)| *call == FlyCall::UpdateMachine)
+            .expect("update made");
+        let stopped_wait = calls
+            .iter()
+            .position(|(call, detail)| {
+                *call == FlyCall::WaitMachine && detail.contains("state=stopped")
+            })
+            .expect("waited for the new version to be down");
+        let start = calls
+            .iter()
+            .position(|(call, _)| *call == FlyCall::StartMachine)
+            .expect("explicit start");
+        assert!(update < stopped_wait && stopped_wait < start, "{calls:?}");
+        assert_eq!(world.machine_state(), MachineState::Started);
+        assert_eq!(world.record().status, Some(InstanceState::Running));
+    }
+}
+
+#[test]
+fn start_retries_while_fly_is_still_replacing_the_machine() {
+    let world = World::new();
+    world.running();
+    world.instances().stop(USER).expect("stop");
+    world.fly.fail_next_status(
+        FlyCall::StartMachine,
+        412,
+        "unable to start machine from current state",
+    );
+    world
+        .instances()
+        .start(USER)
+        .expect("start after the replace finished");
+    assert_eq!(world.fly.count(FlyCall::StartMachine), 2);
+    assert_eq!(world.machine_state(), MachineState::Started);
+}
+
+#[test]
 fn start_when_running_and_started_does_nothing() {
     let world = World::new();
     world.running();

@@ -1,8 +1,9 @@
 //! [`FakeFly`]: the Fly Machines API as an in-memory state machine.
 //!
 //! Behaviour modelled on the fact sheet (`fly-machines-api.md`): a created machine starts unless
-//! `skip_launch`; `update` of a stopped machine starts it and of a started one restarts it, each with a new
-//! `instance_id`; waiting for `stopped` without `instance_id` is refused (400), a wait whose state is not
+//! `skip_launch`; every `update` gives a new `instance_id`, restarts a started machine unless `skip_launch`, and
+//! leaves a stopped one stopped (Fly's observed 2026 behaviour; [`FakeFly::set_update_boots_stopped`] switches
+//! to the documented one, which boots it); waiting for `stopped` without `instance_id` is refused (400), a wait whose state is not
 //! reached is 408; missing machines, volumes and apps are 404; a region marked full answers volume creation
 //! with 412 and machine launch with 412 (create) or 409 (update) capacity bodies; app names are global and a
 //! taken name is 422 `name_taken`; IPs already allocated are 422. Any call can be made to fail next with a
@@ -64,6 +65,7 @@ struct FakeApp {
 struct State {
     apps: BTreeMap<String, FakeApp>,
     full_regions: BTreeSet<String>,
+    update_boots_stopped: bool,
     injected: HashMap<FlyCall, VecDeque<FlyError>>,
     log: Vec<(FlyCall, String)>,
     next_id: u64,
@@ -126,6 +128,12 @@ impl FakeFly {
                 TransportError::new(TransportErrorKind::Timeout, "timed out"),
             ),
         );
+    }
+
+    /// Makes `update` boot a stopped machine, as Fly's docs describe (the default is the observed 2026
+    /// behaviour: it stays stopped).
+    pub fn set_update_boots_stopped(&self, boots: bool) {
+        self.lock().update_boots_stopped = boots;
     }
 
     /// Marks a region as out of capacity (or back in service).
@@ -446,8 +454,24 @@ impl FlyApi for FakeFly {
             .get_mut(machine_id)
             .ok_or_else(|| not_found(context, "machine"))?;
         machine.config = Some(request.config.clone());
-        if request.skip_launch != Some(true) {
+        let was_running = matches!(
+            machine.state,
+            MachineState::Started | MachineState::Starting
+        );
+        let boots =
+            request.skip_launch != Some(true) && (was_running || state.update_boots_stopped);
+        if boots {
             state.launch(app, machine_id);
+        } else {
+            let instance = state.id("01INST");
+            if let Ok(fake) = state.app(app, context)
+                && let Some(machine) = fake.machines.get_mut(machine_id)
+            {
+                machine.instance_id = instance;
+                if was_running {
+                    machine.state = MachineState::Stopped;
+                }
+            }
         }
         let fake = state.app(app, context)?;
         fake.machines
