@@ -6,6 +6,7 @@
 mod sim;
 mod system;
 
+mod compose;
 mod errors;
 mod isolation;
 mod lifecycle;

@@ -177,7 +177,20 @@ impl System {
     }
 
     async fn start_with_sim(sim: Fly) -> anyhow::Result<Self> {
-        let manifest = manifest()?;
+        Self::start_app(sim, manifest()?).await
+    }
+
+    /// Starts a simulator and the app of another manifest (e.g. the output of `kiloclaw compose`).
+    pub async fn boot_manifest(manifest: &std::path::Path) -> anyhow::Result<Self> {
+        Self::start_app(Fly::start().await?, manifest).await
+    }
+
+    /// The repository's manifest, pointed at the built components.
+    pub fn resolved_manifest() -> anyhow::Result<&'static PathBuf> {
+        manifest()
+    }
+
+    async fn start_app(sim: Fly, manifest: &std::path::Path) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
         let runtime_config = state.path().join("runtime-config.toml");
         // An in-memory store: each System starts empty and nothing outlives the test.
@@ -185,7 +198,7 @@ impl System {
             &runtime_config,
             "[key_value_store.default]\ntype = \"memory\"\n",
         )?;
-        let mut config = HostConfig::new(manifest.as_path());
+        let mut config = HostConfig::new(manifest);
         config.state_dir = Some(state.path().to_path_buf());
         config.runtime_config_file = Some(runtime_config);
         config.listen = "127.0.0.1:0".parse()?;
