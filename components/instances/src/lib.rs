@@ -29,8 +29,9 @@ mod bindings {
 }
 
 use bindings::exports::kiloclaw::platform::instances::{
-    ChannelPresence, ConfigSummary, DestroyOutcome, Guest, InstanceError, InstanceStatus,
-    KilocodeConfig, ProxyRoute, ReconcileOutcome, ReconcileSummary, RecoveredRoute, VolumeSnapshot,
+    ChannelPresence, CommandOutcome, ConfigSummary, DestroyOutcome, Guest, InstanceError,
+    InstanceStatus, KilocodeConfig, ProxyRoute, ReconcileOutcome, ReconcileSummary, RecoveredRoute,
+    VolumeSnapshot,
 };
 
 struct InstancesComponent;
@@ -88,6 +89,22 @@ impl Guest for InstancesComponent {
 
     fn volume_snapshots(user_id: String) -> Result<Vec<VolumeSnapshot>, InstanceError> {
         ops::volume_snapshots(&user_id)
+    }
+
+    fn pairing_requests(user_id: String, refresh: bool) -> Result<String, InstanceError> {
+        ops::pairing_requests(&user_id, refresh)
+    }
+
+    fn approve_pairing(
+        user_id: String,
+        channel: String,
+        code: String,
+    ) -> Result<CommandOutcome, InstanceError> {
+        ops::approve_pairing(&user_id, &channel, &code)
+    }
+
+    fn run_doctor(user_id: String) -> Result<CommandOutcome, InstanceError> {
+        ops::run_doctor(&user_id)
     }
 
     fn reconcile(user_id: String) -> Result<ReconcileOutcome, InstanceError> {

@@ -7,8 +7,8 @@ use kiloclaw_core::lifecycle::{Instances, LifecycleError};
 use kiloclaw_core::requests::{parse_channels_patch, parse_kilocode_patch, parse_provision};
 
 use crate::bindings::exports::kiloclaw::platform::instances::{
-    ChannelPresence, ConfigSummary, DestroyOutcome, InstanceError, InstanceStatus, KilocodeConfig,
-    ProxyRoute, ReconcileOutcome, ReconcileSummary, RecoveredRoute, VolumeSnapshot,
+    ChannelPresence, CommandOutcome, ConfigSummary, DestroyOutcome, InstanceError, InstanceStatus,
+    KilocodeConfig, ProxyRoute, ReconcileOutcome, ReconcileSummary, RecoveredRoute, VolumeSnapshot,
 };
 use crate::context::Context;
 use crate::{errors, views};
@@ -134,6 +134,31 @@ pub fn volume_snapshots(user_id: &str) -> Result<Vec<VolumeSnapshot>, InstanceEr
             volume_size: s.volume_size.unwrap_or(0),
         })
         .collect())
+}
+
+pub fn pairing_requests(user_id: &str, refresh: bool) -> Result<String, InstanceError> {
+    let requests = with_instances(|instances| instances.pairing_requests(user_id, refresh))?;
+    Ok(serde_json::Value::Array(requests).to_string())
+}
+
+pub fn approve_pairing(
+    user_id: &str,
+    channel: &str,
+    code: &str,
+) -> Result<CommandOutcome, InstanceError> {
+    with_instances(|instances| instances.approve_pairing(user_id, channel, code)).map(|approval| {
+        CommandOutcome {
+            success: approval.success,
+            message: approval.message,
+        }
+    })
+}
+
+pub fn run_doctor(user_id: &str) -> Result<CommandOutcome, InstanceError> {
+    with_instances(|instances| instances.run_doctor(user_id)).map(|outcome| CommandOutcome {
+        success: outcome.success,
+        message: outcome.output,
+    })
 }
 
 /// Upper bound of checks per `reconcile-due` call, on top of the time budget.

@@ -1,7 +1,7 @@
 //! Platform routes (`/api/platform/*`, backend to backend, already key-checked): the original's
 //! paths, bodies and status codes (original-behaviour.md §1.3), plus `POST /api/platform/reconcile`.
 
-use kiloclaw_core::edge::body::{json_object, required_query_param, user_id_field};
+use kiloclaw_core::edge::body::{json_object, query_param, required_query_param, user_id_field};
 use kiloclaw_core::edge::errors::EdgeError;
 use kiloclaw_core::edge::routes::PlatformRoute;
 use serde_json::json;
@@ -29,6 +29,29 @@ fn body_with_user(request: &Request) -> Result<(String, String), EdgeError> {
     let object = json_object(&request.body)?;
     let user_id = user_id_field(&object)?;
     Ok((user_id, serde_json::Value::Object(object).to_string()))
+}
+
+/// A required non-empty string field of a JSON body (`z.string().min(1)`).
+fn non_empty_string(
+    object: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<String, EdgeError> {
+    match object.get(field) {
+        Some(serde_json::Value::String(value)) if !value.is_empty() => Ok(value.clone()),
+        other => Err(EdgeError::InvalidRequest(vec![
+            kiloclaw_core::edge::errors::FieldError {
+                field: field.to_owned(),
+                message: match other {
+                    None | Some(serde_json::Value::Null) => "Required",
+                    Some(serde_json::Value::String(_)) => {
+                        "String must contain at least 1 character(s)"
+                    }
+                    Some(_) => "Expected string",
+                }
+                .to_owned(),
+            },
+        ])),
+    }
 }
 
 fn query_user(request: &Request) -> Result<String, EdgeError> {
@@ -123,6 +146,39 @@ fn respond(route: PlatformRoute, request: &Request) -> Result<Reply, EdgeError> 
                 })
                 .collect();
             Ok(Reply::json(200, &json!({"snapshots": snapshots})))
+        }
+        PlatformRoute::Pairing => {
+            let user_id =
+                required_query_param(request.query.as_deref(), "userId", "userId is required")?;
+            // Only `refresh=true` bypasses the cache, as in the original.
+            let refresh =
+                query_param(request.query.as_deref(), "refresh").as_deref() == Some("true");
+            let requests = instances::pairing_requests(&user_id, refresh)?;
+            let requests: serde_json::Value = serde_json::from_str(&requests).map_err(|error| {
+                EdgeError::Internal(format!("pairing list is not JSON: {error}"))
+            })?;
+            Ok(Reply::json(200, &json!({"requests": requests})))
+        }
+        PlatformRoute::PairingApprove => {
+            let object = json_object(&request.body)?;
+            let user_id = user_id_field(&object)?;
+            let channel = non_empty_string(&object, "channel")?;
+            let code = non_empty_string(&object, "code")?;
+            let outcome = instances::approve_pairing(&user_id, &channel, &code)?;
+            // The original answers a failed approval with the same body and status 500.
+            let status = if outcome.success { 200 } else { 500 };
+            Ok(Reply::json(
+                status,
+                &json!({"success": outcome.success, "message": outcome.message}),
+            ))
+        }
+        PlatformRoute::Doctor => {
+            let (user_id, _) = body_with_user(request)?;
+            let outcome = instances::run_doctor(&user_id)?;
+            Ok(Reply::json(
+                200,
+                &json!({"success": outcome.success, "output": outcome.message}),
+            ))
         }
         PlatformRoute::Reconcile => reconcile(request),
     }

@@ -63,6 +63,12 @@ pub enum PlatformRoute {
     GatewayToken,
     /// `GET /api/platform/volume-snapshots?userId=`.
     VolumeSnapshots,
+    /// `GET /api/platform/pairing?userId=&refresh=true`.
+    Pairing,
+    /// `POST /api/platform/pairing/approve`.
+    PairingApprove,
+    /// `POST /api/platform/doctor`.
+    Doctor,
     /// `POST /api/platform/reconcile`: run due reconciles within a budget (hosts without cron).
     Reconcile,
 }
@@ -78,6 +84,9 @@ const PLATFORM_ROUTES: &[(&str, &str, PlatformRoute)] = &[
     ("status", "GET", PlatformRoute::Status),
     ("gateway-token", "GET", PlatformRoute::GatewayToken),
     ("volume-snapshots", "GET", PlatformRoute::VolumeSnapshots),
+    ("pairing", "GET", PlatformRoute::Pairing),
+    ("pairing/approve", "POST", PlatformRoute::PairingApprove),
+    ("doctor", "POST", PlatformRoute::Doctor),
     ("reconcile", "POST", PlatformRoute::Reconcile),
 ];
 
