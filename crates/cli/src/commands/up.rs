@@ -130,7 +130,14 @@ async fn serve(
             path.display()
         );
     }
-    println!("{}", example(&url, &secrets.example_key));
+    println!(
+        "{}",
+        example(
+            &url,
+            &secrets.example_key,
+            args.location.state_dir.as_deref()
+        )
+    );
     println!("kiloclaw: ready on {url}");
 
     wait_for_shutdown_signal().await?;
@@ -143,14 +150,18 @@ async fn serve(
 }
 
 /// The ready-to-paste walk-through printed at start-up.
-pub fn example(url: &str, internal_key: &str) -> String {
+/// `state_dir` is named in the token command only when it is not the default one.
+pub fn example(url: &str, internal_key: &str, state_dir: Option<&Path>) -> String {
+    let state_arg = state_dir
+        .map(|dir| format!(" --state-dir '{}'", dir.display()))
+        .unwrap_or_default();
     format!(
         "kiloclaw: try it (in another shell):\n\
          \x20 KEY='{internal_key}'\n\
          \x20 curl -s -X POST {url}/api/platform/provision -H \"x-internal-api-key: $KEY\" -H 'content-type: application/json' -d '{{\"userId\":\"user-1\"}}'\n\
          \x20 curl -s -X POST {url}/api/platform/start -H \"x-internal-api-key: $KEY\" -H 'content-type: application/json' -d '{{\"userId\":\"user-1\"}}'\n\
          \x20 curl -s '{url}/api/platform/status?userId=user-1' -H \"x-internal-api-key: $KEY\"\n\
-         \x20 TOKEN=$(cargo run -q -p kiloclaw-cli --release -- token --user user-1)\n\
+         \x20 TOKEN=$(cargo run -q -p kiloclaw-cli -- token --user user-1{state_arg})\n\
          \x20 curl -s '{url}/hello?from=readme' -H \"authorization: Bearer $TOKEN\""
     )
 }
@@ -171,7 +182,10 @@ mod tests {
 
     #[test]
     fn the_example_provisions_and_starts_user_1() {
-        let text = example("http://127.0.0.1:3000", "k3y");
+        let text = example("http://127.0.0.1:3000", "k3y", None);
+        assert!(text.contains("token --user user-1)"));
+        let custom = example("http://127.0.0.1:3000", "k3y", Some(Path::new("/tmp/s")));
+        assert!(custom.contains("token --user user-1 --state-dir '/tmp/s')"));
         assert!(text.contains("KEY='k3y'"));
         assert!(text.contains("http://127.0.0.1:3000/api/platform/provision"));
         assert!(text.contains("http://127.0.0.1:3000/api/platform/start"));
