@@ -311,3 +311,53 @@ async fn proxy_503_when_the_instance_is_not_running() -> anyhow::Result<()> {
         )?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_and_unknown_routes_answer_precisely() -> anyhow::Result<()> {
+    let sys = System::boot().await?;
+    let user = "user-routes";
+    sys.provision(user).await?;
+    // The storage API of the original is gone for good.
+    for (method, path) in [
+        (Method::GET, "/api/admin/storage"),
+        (Method::POST, "/api/admin/storage/sync"),
+    ] {
+        sys.send(sys.as_user(user, method, path)?).await?.expect_json(
+            410,
+            json!({"error": "Storage sync has been removed. Data now persists via Fly Volumes."}),
+        )?;
+    }
+    // Debug routes are gone before any auth.
+    let reply = sys.get("/debug/env").await?;
+    ensure!(
+        reply.status == 404,
+        "debug: {} {}",
+        reply.status,
+        reply.text
+    );
+    // Unknown platform paths are 404 and wrong methods 405 (the original proxied them into a 401).
+    sys.platform(Method::GET, "/api/platform/nope", None)
+        .await?
+        .expect_json(404, json!({"error": "Not found"}))?;
+    let reply = sys
+        .platform(Method::GET, "/api/platform/provision", None)
+        .await?;
+    ensure!(
+        reply.status == 405,
+        "wrong method: {} {}",
+        reply.status,
+        reply.text
+    );
+    ensure!(
+        reply.headers.get("allow").and_then(|v| v.to_str().ok()) == Some("POST"),
+        "Allow header: {:?}",
+        reply.headers
+    );
+    // The user's own status equals what the platform sees.
+    let own = sys
+        .send(sys.as_user(user, Method::GET, "/api/kiloclaw/status")?)
+        .await?
+        .expect(200)?;
+    ensure!(own == sys.status(user).await?, "user status differs: {own}");
+    Ok(())
+}
