@@ -38,11 +38,9 @@ pub fn config(listen: SocketAddr, state_dir: Option<PathBuf>) -> SimConfig {
         listen,
         api_tokens: vec![SIM_API_TOKEN.to_owned()],
         state_dir,
-        // The control plane starts a stopped machine by updating it (as the original did), which
-        // boots it only under Fly's documented behaviour; Fly's newest observed behaviour leaves it
-        // stopped. Until the core also starts a machine an update left stopped, the simulator
-        // follows the documented behaviour so local runs and tests can start stopped machines.
-        update_starts_stopped_machine: true,
+        // Fly's newest observed behaviour: an update leaves a stopped machine stopped. The control
+        // plane updates with `skip_launch` and starts explicitly, so it works under either behaviour.
+        update_starts_stopped_machine: false,
         ..SimConfig::default()
     }
 }
