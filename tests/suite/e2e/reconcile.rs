@@ -244,32 +244,36 @@ async fn lost_state_is_recovered_from_fly_metadata() -> anyhow::Result<()> {
         "the store really is empty: {status}"
     );
 
-    // Next.js provisions again (as it does on "Save"); the reconciler finds the machine by its
-    // Fly metadata and adopts it instead of leaving it orphaned or creating a duplicate.
+    // Next.js provisions again (as it does on "Save"); the provision finds the machine and its
+    // volume by Fly metadata and adopts both instead of creating a second volume or machine.
     sys.provision(user).await?;
-    sys.reconcile(user).await?;
     let status = sys.status(user).await?;
     ensure!(
         status["flyMachineId"] == machine.as_str(),
         "machine recovered: {status}"
     );
+    ensure!(
+        status["flyVolumeId"] == volume.as_str(),
+        "the user's data volume is adopted, not replaced: {status}"
+    );
+    ensure!(status["status"] == "running", "{status}");
+    // The reconciler then finds nothing to repair, and the user's data is served from the machine.
+    sys.reconcile(user).await?;
+    let status = sys.status(user).await?;
     ensure!(status["status"] == "running", "{status}");
     ensure!(
         sys.sim().live_machines().await?.len() == 1,
         "no duplicate machine"
     );
-    // Known gap (reported): the re-provision created a fresh volume before the machine was
-    // recovered, so the record names the new volume while the machine mounts the old one, and a
-    // mount repair cannot swap a machine's volume on Fly. What must hold meanwhile: the user's
-    // data is not deleted and no second machine is created.
-    let content = sys.sim().volume_file(&volume, "memory.md")?;
+    let content = sys.read_volume_file(user, "memory.md").await?;
     ensure!(
         content.as_deref() == Some("remember me"),
-        "data kept on the original volume: {content:?}"
+        "data served from the original volume: {content:?}"
     );
+    let on_disk = sys.sim().volume_file(&volume, "memory.md")?;
     ensure!(
-        sys.sim().volume(&volume).await?.is_some(),
-        "the original volume still exists"
+        on_disk.as_deref() == Some("remember me"),
+        "the file lives on the original volume: {on_disk:?}"
     );
     Ok(())
 }

@@ -60,6 +60,13 @@ impl Instances<'_> {
                 if !legacy_with_resources {
                     session.ensure_app()?;
                 }
+                // A record lost from the store while the user's machine and volume live on (§10 #13, #18):
+                // adopt them by Fly metadata before creating anything, so a re-provision never strands the
+                // user's data on a volume the new record does not name.
+                let record = session.record();
+                if record.fly_machine_id.is_none() && record.fly_volume_id.is_none() {
+                    session.recover_from_metadata("provision")?;
+                }
                 session.ensure_volume("provision")?;
             }
             let now = self.now();
@@ -69,7 +76,8 @@ impl Instances<'_> {
                 r.user_id = user.clone();
                 r.sandbox_id = sandbox.clone();
                 if is_new {
-                    r.status = Some(InstanceState::Provisioned);
+                    // Metadata recovery may have found the user's machine and set its status already.
+                    r.status = Some(r.status.unwrap_or(InstanceState::Provisioned));
                     r.provisioned_at = Some(now);
                     r.last_started_at = None;
                     r.last_stopped_at = None;

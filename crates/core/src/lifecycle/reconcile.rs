@@ -388,8 +388,17 @@ impl Session<'_, '_> {
         {
             return Ok(());
         }
-        let user_id = self.user_id();
         self.commit(|r| r.last_metadata_recovery_at = Some(now))?;
+        self.recover_from_metadata(reason)
+    }
+
+    /// The lookup behind [`Self::attempt_metadata_recovery`] without its cooldown: provisioning a fresh
+    /// record calls it once, and must not delay the reconciler's own attempts.
+    pub(crate) fn recover_from_metadata(
+        &mut self,
+        reason: &'static str,
+    ) -> Result<(), LifecycleError> {
+        let user_id = self.user_id();
         let app = self.app_name()?;
         let fly = self.instances.fly;
         let machines = fly

@@ -1844,6 +1844,40 @@ fn start_restores_lost_record_from_registry_and_recovers_machine_by_metadata() {
 }
 
 #[test]
+fn reprovision_after_lost_record_adopts_machine_and_volume_by_metadata() {
+    let world = World::new();
+    let before = world.running();
+    world
+        .kv
+        .put_raw(&record_key(USER), &InstanceRecord::empty().encode());
+    world
+        .instances()
+        .provision(USER, &config())
+        .expect("re-provision");
+    let record = world.record();
+    assert_eq!(
+        record.fly_machine_id, before.fly_machine_id,
+        "found by metadata"
+    );
+    assert_eq!(
+        record.fly_volume_id, before.fly_volume_id,
+        "the user's data volume is kept"
+    );
+    assert_eq!(world.fly.volumes(APP).len(), 1, "no second volume");
+    assert_eq!(
+        record.status,
+        Some(InstanceState::Running),
+        "started maps to running"
+    );
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile finds nothing to repair");
+    assert_eq!(world.machine_state(), MachineState::Started);
+    assert_eq!(world.fly.machines(APP).len(), 1);
+}
+
+#[test]
 fn start_without_registry_row_is_not_provisioned() {
     let world = World::new();
     let registry = Registry(None);
