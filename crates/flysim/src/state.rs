@@ -693,16 +693,13 @@ impl World {
         let machine = self.live_machine_mut(app, id)?;
         machine.config = request.config.clone();
         machine.instance_id = ids::ulid();
-        machine.generation += 1;
-        machine.state = MachineState::Replacing;
-        machine.updated_at = rfc3339_seconds();
-        push_event(machine, "update", "replacing", "user");
-        let scheduled = Scheduled {
-            target: id.to_owned(),
-            generation: machine.generation,
-            delay: delays.replace,
-            step: Step::Replaced { boot },
-        };
+        let scheduled = begin_user_transition(
+            machine,
+            id,
+            ("update", MachineState::Replacing),
+            delays.replace,
+            Step::Replaced { boot },
+        );
         let snapshot = machine.clone();
         Ok((self.machine_view(&snapshot), vec![scheduled]))
     }
@@ -739,17 +736,14 @@ impl World {
             return Err(insufficient_memory_on_host());
         }
         let machine = self.live_machine_mut(app, id)?;
-        machine.generation += 1;
         machine.instance_id = ids::ulid();
-        machine.state = MachineState::Starting;
-        machine.updated_at = rfc3339_seconds();
-        push_event(machine, "start", "starting", "user");
-        let scheduled = Scheduled {
-            target: id.to_owned(),
-            generation: machine.generation,
-            delay: delays.boot,
-            step: Step::Boot,
-        };
+        let scheduled = begin_user_transition(
+            machine,
+            id,
+            ("start", MachineState::Starting),
+            delays.boot,
+            Step::Boot,
+        );
         Ok((
             json!({"previous_state": previous.as_str(), "migrated": false, "new_host": ""}),
             vec![scheduled],
@@ -779,16 +773,13 @@ impl World {
             }
             MachineState::Started | MachineState::Starting => {
                 let machine = self.live_machine_mut(app, id)?;
-                machine.generation += 1;
-                machine.state = MachineState::Stopping;
-                machine.updated_at = rfc3339_seconds();
-                push_event(machine, "stop", "stopping", "user");
-                Ok(vec![Scheduled {
-                    target: id.to_owned(),
-                    generation: machine.generation,
-                    delay: delays.stop,
-                    step: Step::Halt,
-                }])
+                Ok(vec![begin_user_transition(
+                    machine,
+                    id,
+                    ("stop", MachineState::Stopping),
+                    delays.stop,
+                    Step::Halt,
+                )])
             }
             _ => Err(ApiError::precondition(
                 "unable to stop machine from current state",
@@ -819,16 +810,13 @@ impl World {
             _ => {}
         }
         let machine = self.live_machine_mut(app, id)?;
-        machine.generation += 1;
-        machine.state = MachineState::Destroying;
-        machine.updated_at = rfc3339_seconds();
-        push_event(machine, "destroy", "destroying", "user");
-        Ok(vec![Scheduled {
-            target: id.to_owned(),
-            generation: machine.generation,
-            delay: delays.destroy,
-            step: Step::Destroy,
-        }])
+        Ok(vec![begin_user_transition(
+            machine,
+            id,
+            ("destroy", MachineState::Destroying),
+            delays.destroy,
+            Step::Destroy,
+        )])
     }
 
     /// The process inside the machine exited (admin fault): `started` → `stopped` without a request.
@@ -1195,6 +1183,29 @@ impl World {
                 machine.boot_env = machine.config.env.clone();
             }
         }
+    }
+}
+
+/// Moves a machine into the transitional `state` a user's `event` call starts, records the event, and
+/// schedules the `step` that finishes it after `delay`. The generation bump voids any step still pending
+/// from an earlier transition.
+fn begin_user_transition(
+    machine: &mut MachineRec,
+    id: &str,
+    (event, state): (&str, MachineState),
+    delay: Duration,
+    step: Step,
+) -> Scheduled {
+    machine.generation += 1;
+    let status = state.as_str().to_owned();
+    machine.state = state;
+    machine.updated_at = rfc3339_seconds();
+    push_event(machine, event, &status, "user");
+    Scheduled {
+        target: id.to_owned(),
+        generation: machine.generation,
+        delay,
+        step,
     }
 }
 
