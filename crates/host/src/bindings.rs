@@ -1,6 +1,7 @@
 //! Host bindings generated from `crates/host/wit` (the Spin 5.2 SDK's WIT plus our cron world).
 
-/// `fermyon:spin/{key-value,variables}@2.0.0` and `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2`.
+/// `fermyon:spin/{key-value,variables,redis}@2.0.0` and
+/// `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2`.
 pub mod spin {
     wasmtime::component::bindgen!({
         path: "wit",
@@ -8,6 +9,7 @@ pub mod spin {
         imports: { default: async | trappable },
         with: {
             "fermyon:spin/key-value.store": crate::kv::host::BucketResource,
+            "fermyon:spin/redis.connection": crate::outbound::redis::RedisConnection,
             "wasi:keyvalue/store.bucket": crate::kv::host::BucketResource,
             "wasi:keyvalue/atomics.cas": crate::kv::host::CasResource,
         },

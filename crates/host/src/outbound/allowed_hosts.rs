@@ -155,6 +155,13 @@ impl AllowedHosts {
 
     /// Whether a request to `scheme://host:port` is allowed.
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.allows_url(scheme, host, Some(port))
+    }
+
+    /// Whether a URL that may omit its port is allowed. A missing port is the scheme's default;
+    /// for a scheme without one (`rediss`, say) only entries with port `*` match, as in Spin.
+    pub fn allows_url(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+        let port = port.or_else(|| default_port(&scheme.to_ascii_lowercase()));
         let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
         let ip = host.parse::<IpAddr>().ok();
         self.entries.iter().any(|e| {
@@ -173,10 +180,11 @@ impl AllowedHosts {
                 HostPattern::Cidr(net) => ip.is_some_and(|ip| net.contains(&ip)),
                 HostPattern::SelfOrigin => false,
             };
-            let port_ok = match e.port {
-                PortPattern::Any => true,
-                PortPattern::Exact(p) => p == port,
-                PortPattern::Range(a, b) => (a..b).contains(&port),
+            let port_ok = match (&e.port, port) {
+                (PortPattern::Any, _) => true,
+                (PortPattern::Exact(p), Some(port)) => *p == port,
+                (PortPattern::Range(a, b), Some(port)) => (*a..*b).contains(&port),
+                (_, None) => false,
             };
             scheme_ok && host_ok && port_ok
         })
@@ -230,6 +238,18 @@ mod tests {
         assert!(h.allows("https", "api.machines.dev", 443));
         assert!(h.allows("http", "127.0.0.1", 8001));
         assert!(!h.allows("http", "127.0.0.1", 8002));
+    }
+
+    #[test]
+    fn a_url_without_port_takes_the_scheme_default() {
+        let h = hosts(&["redis://cache.internal", "rediss://tls.internal:6380"]);
+        assert!(h.allows_url("redis", "cache.internal", None));
+        assert!(h.allows_url("redis", "cache.internal", Some(6379)));
+        assert!(!h.allows_url("redis", "cache.internal", Some(6380)));
+        assert!(h.allows_url("rediss", "tls.internal", Some(6380)));
+        // `rediss` has no default port: only a `*` port entry covers a URL that omits it.
+        assert!(!h.allows_url("rediss", "tls.internal", None));
+        assert!(hosts(&["rediss://tls.internal:*"]).allows_url("rediss", "tls.internal", None));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Outbound HTTP for guests: `wasi:http/outgoing-handler` through a pooled client.
+//! Outbound HTTP for guests: `wasi:http/outgoing-handler` through a pooled client. Outbound
+//! Redis (`fermyon:spin/redis@2.0.0`) is in [`redis`].
 //!
 //! wasmtime-wasi-http's default sender opens a new TCP (and TLS) connection per request, which
 //! halved proxy throughput in our prototype. [`OutboundClient`] is one hyper-util pooled client
@@ -9,6 +10,7 @@
 //! 600 s each, as in Spin).
 
 mod allowed_hosts;
+pub mod redis;
 
 pub use allowed_hosts::{AllowedHost, AllowedHosts};
 
@@ -23,10 +25,11 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The shared, pooled client.
+/// The shared, pooled clients: HTTP, and Redis connections by address.
 #[derive(Clone)]
 pub struct OutboundClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>,
+    redis: redis::RedisPool,
 }
 
 impl std::fmt::Debug for OutboundClient {
@@ -61,7 +64,15 @@ impl OutboundClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(https);
-        Self { client }
+        Self {
+            client,
+            redis: redis::RedisPool::default(),
+        }
+    }
+
+    /// The host-wide Redis connections (`fermyon:spin/redis`).
+    pub fn redis(&self) -> &redis::RedisPool {
+        &self.redis
     }
 
     async fn send(

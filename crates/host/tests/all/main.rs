@@ -9,5 +9,6 @@ mod cron;
 mod key_value;
 mod limits;
 mod outbound;
+mod outbound_redis;
 mod routing;
 mod variables;
