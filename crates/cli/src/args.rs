@@ -64,6 +64,12 @@ pub struct UpArgs {
     /// Address of the in-process Fly simulator (with --fly sim).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4280")]
     pub sim_listen: SocketAddr,
+    /// Send user traffic (the catch-all proxy) to this http(s) URL instead of the Fly simulator's
+    /// proxy or Fly: sets fly_proxy_base_url to URL and fly_proxy_outbound_host to its
+    /// scheme://host:port. The Machines API stays the simulator (or Fly). `{app}` may be the
+    /// host's first label. Without it, a SPIN_VARIABLE_FLY_PROXY_BASE_URL you set is used.
+    #[arg(long, value_name = "URL", value_parser = ProxyUpstream::parse)]
+    pub proxy_upstream: Option<ProxyUpstream>,
     /// Spin runtime config (key-value stores, ...) [default: SQLite key-value store in the state dir]
     #[arg(long, value_name = "FILE", env = "RUNTIME_CONFIG_FILE")]
     pub runtime_config_file: Option<PathBuf>,
@@ -72,6 +78,78 @@ pub struct UpArgs {
     pub no_build: bool,
     #[command(flatten)]
     pub location: AppLocation,
+}
+
+/// A validated `--proxy-upstream` URL: `http(s)://host[:port][/path]`, no credentials, query or
+/// fragment (the request's own path and query are appended to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyUpstream {
+    /// The URL without a trailing `/`: the `fly_proxy_base_url` value.
+    pub base_url: String,
+    /// Its `scheme://host:port` (port made explicit): the `fly_proxy_outbound_host` value.
+    pub outbound_host: String,
+}
+
+impl ProxyUpstream {
+    /// Parses and validates a URL given on the command line.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.contains(['?', '#']) {
+            return Err(
+                "no query or fragment: the request's own path and query are appended".into(),
+            );
+        }
+        let outbound_host = outbound_host_of(url)?;
+        Ok(Self {
+            base_url: url.trim_end_matches('/').to_owned(),
+            outbound_host,
+        })
+    }
+}
+
+/// The `allowed_outbound_hosts` entry (`scheme://host:port`) covering a proxy base URL such as
+/// `http://127.0.0.1:8080/prefix` or `https://{app}.fly.dev` (a leading `{app}` label becomes
+/// `*`). Only http and https; no credentials; the port defaults by scheme.
+pub fn outbound_host_of(url: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("`{url}` is not an http:// or https:// URL"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return Err(format!("`{url}`: the scheme must be http or https")),
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('@') {
+        return Err(format!("`{url}`: credentials in the URL are not supported"));
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (ip, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| format!("`{url}`: unclosed `[` in the host"))?;
+        (format!("[{ip}]"), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), Some(port)),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let port = match port {
+        Some(port) => port
+            .parse::<u16>()
+            .map_err(|_| format!("`{url}`: invalid port `{port}`"))?,
+        None => default_port,
+    };
+    let (wildcard, name) = match host.strip_prefix("{app}.") {
+        Some(domain) => ("*.", domain),
+        None => ("", host.as_str()),
+    };
+    if name.is_empty() || name.contains(['{', '}', '*', ' ']) {
+        return Err(format!(
+            "`{url}`: invalid host (a `{{app}}` placeholder may only be the first label)"
+        ));
+    }
+    Ok(format!("{scheme}://{wildcard}{name}:{port}"))
 }
 
 /// `kiloclaw token`.
@@ -137,6 +215,7 @@ mod tests {
         assert_eq!(up.fly, FlyMode::Sim);
         assert_eq!(up.sim_listen.to_string(), "127.0.0.1:4280");
         assert!(!up.no_build);
+        assert_eq!(up.proxy_upstream, None);
         Ok(())
     }
 
@@ -169,6 +248,54 @@ mod tests {
             up.runtime_config_file.as_deref(),
             Some(std::path::Path::new("rc.toml"))
         );
+        Ok(())
+    }
+
+    #[test]
+    fn proxy_upstream_is_validated() -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from([
+            "kiloclaw",
+            "up",
+            "--proxy-upstream",
+            "http://127.0.0.1:8080/base/",
+        ])?;
+        let Command::Up(up) = cli.command else {
+            anyhow::bail!("not up")
+        };
+        assert_eq!(
+            up.proxy_upstream,
+            Some(ProxyUpstream {
+                base_url: "http://127.0.0.1:8080/base".into(),
+                outbound_host: "http://127.0.0.1:8080".into(),
+            })
+        );
+        let outbound = |url: &str| ProxyUpstream::parse(url).map(|u| u.outbound_host);
+        assert_eq!(
+            outbound("https://example.com"),
+            Ok("https://example.com:443".into())
+        );
+        assert_eq!(outbound("HTTP://[::1]"), Ok("http://[::1]:80".into()));
+        assert_eq!(outbound("http://[::1]:81/x"), Ok("http://[::1]:81".into()));
+        assert_eq!(
+            outbound("https://{app}.fly.dev"),
+            Ok("https://*.fly.dev:443".into())
+        );
+        for bad in [
+            "127.0.0.1:8080",
+            "ftp://h",
+            "http://",
+            "http://:80",
+            "http://h:port",
+            "http://h:70000",
+            "http://user:pw@h",
+            "http://h/?q=1",
+            "http://h/#f",
+            "http://a-{app}.h",
+            "http://*.h",
+        ] {
+            assert!(ProxyUpstream::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Cli::try_parse_from(["kiloclaw", "up", "--proxy-upstream", "nope"]).is_err());
         Ok(())
     }
 

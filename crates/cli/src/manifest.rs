@@ -142,8 +142,8 @@ source = "target/wasm32-wasip2/release/kiloclaw_router.wasm"
 key_value_stores = ["default"]
 
 [component.router.dependencies]
-"kiloclaw:platform/auth" = { component = "auth" }
-"kiloclaw:platform/instances" = { path = "target/wasm32-wasip2/release/kiloclaw_instances.wasm" }
+"kiloclaw:auth/auth" = { component = "auth" }
+"kiloclaw:instances/instances" = { path = "target/wasm32-wasip2/release/kiloclaw_instances.wasm" }
 
 [component.auth]
 source = "target/wasm32-wasip2/release/kiloclaw_auth.wasm"
@@ -179,11 +179,11 @@ source = "target/wasm32-wasip2/release/kiloclaw_auth.wasm"
             built.path().join("kiloclaw_router.wasm").to_str()
         );
         assert_eq!(
-            router["dependencies"]["kiloclaw:platform/instances"]["path"].as_str(),
+            router["dependencies"]["kiloclaw:instances/instances"]["path"].as_str(),
             built.path().join("kiloclaw_instances.wasm").to_str()
         );
         assert_eq!(
-            router["dependencies"]["kiloclaw:platform/auth"]["component"].as_str(),
+            router["dependencies"]["kiloclaw:auth/auth"]["component"].as_str(),
             Some("auth")
         );
         Ok(())

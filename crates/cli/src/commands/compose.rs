@@ -142,11 +142,11 @@ key_value_stores = ["default"]
 [component.router.build]
 command = "cargo build"
 [component.router.dependencies]
-"kiloclaw:platform/auth" = { component = "auth" }
+"kiloclaw:auth/auth" = { component = "auth" }
 [component.reconciler]
 source = "target/wasm32-wasip2/release/kiloclaw_reconciler.wasm"
 [component.reconciler.dependencies]
-"kiloclaw:platform/instances" = { component = "instances" }
+"kiloclaw:instances/instances" = { component = "instances" }
 [component.auth]
 source = "target/wasm32-wasip2/release/kiloclaw_auth.wasm"
 [component.instances]

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use kiloclaw_host::{App, HostConfig};
 
-use crate::args::{FlyMode, UpArgs};
+use crate::args::{FlyMode, ProxyUpstream, UpArgs, outbound_host_of};
 use crate::commands::fly_sim;
 use crate::secrets::{
     self, DevSecrets, GATEWAY_TOKEN_SECRET, INTERNAL_API_SECRET, NEXTAUTH_SECRET,
@@ -60,6 +60,112 @@ fn resolve_secrets(state_dir: &Path) -> anyhow::Result<ResolvedSecrets> {
     })
 }
 
+/// The app variable naming where user traffic goes.
+pub const PROXY_BASE_URL: &str = "fly_proxy_base_url";
+/// The app variable allow-listing that destination for outbound HTTP.
+pub const PROXY_OUTBOUND_HOST: &str = "fly_proxy_outbound_host";
+
+/// Where the proxy's target comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxySource {
+    /// `--proxy-upstream`.
+    Flag,
+    /// `SPIN_VARIABLE_FLY_PROXY_BASE_URL`.
+    Environment,
+    /// The in-process Fly simulator's proxy (`--fly sim`).
+    Simulator,
+    /// The manifest's default (`https://{app}.fly.dev`, `--fly api`).
+    Manifest,
+}
+
+impl std::fmt::Display for ProxySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Flag => "--proxy-upstream",
+            Self::Environment => "SPIN_VARIABLE_FLY_PROXY_BASE_URL",
+            Self::Simulator => "the Fly simulator",
+            Self::Manifest => "the manifest default",
+        })
+    }
+}
+
+/// Where user traffic goes (`fly_proxy_base_url`), why, and the variables that make it so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyTarget {
+    /// The proxy base URL the app will use (`None`: the manifest's default).
+    pub base_url: Option<String>,
+    /// Where it comes from.
+    pub source: ProxySource,
+    /// Overrides to hand the host; a variable left out keeps its `SPIN_VARIABLE_*` or default.
+    pub overrides: Vec<(String, String)>,
+    /// Something the operator should know (printed at start-up).
+    pub warning: Option<String>,
+}
+
+/// Decides where user traffic goes. In order: `--proxy-upstream` (`flag`); an explicitly set
+/// `SPIN_VARIABLE_FLY_PROXY_BASE_URL` (`env_base`, with `SPIN_VARIABLE_FLY_PROXY_OUTBOUND_HOST`
+/// as `env_outbound` when set, else derived from the URL); the simulator's proxy at
+/// `simulator_proxy` (`--fly sim`); the manifest's defaults.
+pub fn proxy_target(
+    flag: Option<&ProxyUpstream>,
+    env_base: Option<&str>,
+    env_outbound: Option<&str>,
+    simulator_proxy: Option<&str>,
+) -> ProxyTarget {
+    let pair = |base: &str, outbound: &str| {
+        vec![
+            (PROXY_BASE_URL.to_owned(), base.to_owned()),
+            (PROXY_OUTBOUND_HOST.to_owned(), outbound.to_owned()),
+        ]
+    };
+    if let Some(upstream) = flag {
+        return ProxyTarget {
+            base_url: Some(upstream.base_url.clone()),
+            source: ProxySource::Flag,
+            overrides: pair(&upstream.base_url, &upstream.outbound_host),
+            warning: env_base.map(|_| {
+                "--proxy-upstream takes precedence over SPIN_VARIABLE_FLY_PROXY_BASE_URL and \
+                 SPIN_VARIABLE_FLY_PROXY_OUTBOUND_HOST"
+                    .to_owned()
+            }),
+        };
+    }
+    if let Some(base) = env_base {
+        // The base URL stays the environment's; only a missing outbound host is filled in.
+        let (overrides, warning) = match (env_outbound, outbound_host_of(base)) {
+            (Some(_), _) => (Vec::new(), None),
+            (None, Ok(outbound)) => (vec![(PROXY_OUTBOUND_HOST.to_owned(), outbound)], None),
+            (None, Err(reason)) => (
+                Vec::new(),
+                Some(format!(
+                    "cannot derive fly_proxy_outbound_host from SPIN_VARIABLE_FLY_PROXY_BASE_URL \
+                     ({reason}); set SPIN_VARIABLE_FLY_PROXY_OUTBOUND_HOST"
+                )),
+            ),
+        };
+        return ProxyTarget {
+            base_url: Some(base.to_owned()),
+            source: ProxySource::Environment,
+            overrides,
+            warning,
+        };
+    }
+    match simulator_proxy {
+        Some(url) => ProxyTarget {
+            base_url: Some(url.to_owned()),
+            source: ProxySource::Simulator,
+            overrides: pair(url, url),
+            warning: None,
+        },
+        None => ProxyTarget {
+            base_url: None,
+            source: ProxySource::Manifest,
+            overrides: Vec::new(),
+            warning: None,
+        },
+    }
+}
+
 /// Runs `kiloclaw up` to completion (Ctrl-C or SIGTERM).
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let manifest_path = project::find_manifest(args.location.manifest.as_deref())?;
@@ -100,15 +206,42 @@ async fn serve(
     secrets: ResolvedSecrets,
 ) -> anyhow::Result<()> {
     let mut variables = secrets.overrides;
+    let mut simulator_proxy = None;
     let simulator = match args.fly {
         FlyMode::Sim => {
             let sim = fly_sim::start(args.sim_listen, state_dir.join("flysim")).await?;
             eprintln!("kiloclaw: Fly simulator on {}", sim.base_url());
-            variables.extend(sim.app_variables());
+            // The proxy pair is decided below: the simulator's only when nothing else is set.
+            let (proxy, api): (Vec<_>, Vec<_>) = sim
+                .app_variables()
+                .into_iter()
+                .partition(|(name, _)| name == PROXY_BASE_URL || name == PROXY_OUTBOUND_HOST);
+            simulator_proxy = proxy
+                .into_iter()
+                .find_map(|(name, value)| (name == PROXY_BASE_URL).then_some(value));
+            variables.extend(api);
             Some(sim)
         }
         FlyMode::Api => None,
     };
+    let target = proxy_target(
+        args.proxy_upstream.as_ref(),
+        secrets::from_env(PROXY_BASE_URL).as_deref(),
+        secrets::from_env(PROXY_OUTBOUND_HOST).as_deref(),
+        simulator_proxy.as_deref(),
+    );
+    if let Some(warning) = &target.warning {
+        eprintln!("kiloclaw: warning: {warning}");
+    }
+    eprintln!(
+        "kiloclaw: user traffic goes to {} (from {})",
+        target
+            .base_url
+            .as_deref()
+            .unwrap_or(kiloclaw_core::edge::proxy::DEFAULT_PROXY_BASE_URL),
+        target.source
+    );
+    variables.extend(target.overrides);
 
     let mut config = HostConfig::new(manifest);
     config.state_dir = Some(state_dir.to_path_buf());
@@ -179,6 +312,78 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upstream(url: &str) -> ProxyUpstream {
+        ProxyUpstream::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    fn var<'a>(target: &'a ProxyTarget, name: &str) -> Option<&'a str> {
+        target
+            .overrides
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    const SIM: Option<&str> = Some("http://127.0.0.1:4280");
+
+    #[test]
+    fn the_simulator_is_the_proxy_when_nothing_else_is_set() {
+        let target = proxy_target(None, None, None, SIM);
+        assert_eq!(target.source, ProxySource::Simulator);
+        assert_eq!(target.base_url.as_deref(), SIM);
+        assert_eq!(var(&target, PROXY_BASE_URL), SIM);
+        assert_eq!(var(&target, PROXY_OUTBOUND_HOST), SIM);
+        assert_eq!(target.warning, None);
+    }
+
+    #[test]
+    fn proxy_upstream_sends_user_traffic_elsewhere_and_allow_lists_it() {
+        let flag = upstream("http://127.0.0.1:8080/");
+        let target = proxy_target(Some(&flag), None, None, SIM);
+        assert_eq!(target.source, ProxySource::Flag);
+        assert_eq!(var(&target, PROXY_BASE_URL), Some("http://127.0.0.1:8080"));
+        assert_eq!(
+            var(&target, PROXY_OUTBOUND_HOST),
+            Some("http://127.0.0.1:8080")
+        );
+        // Also with --fly api (no simulator), and ahead of the environment, with a warning.
+        let target = proxy_target(Some(&flag), Some("https://x.example"), None, None);
+        assert_eq!(var(&target, PROXY_BASE_URL), Some("http://127.0.0.1:8080"));
+        assert!(target.warning.is_some());
+    }
+
+    #[test]
+    fn an_explicit_environment_base_url_is_honoured_in_simulator_mode() {
+        let target = proxy_target(None, Some("http://localhost:9000/gw"), None, SIM);
+        assert_eq!(target.source, ProxySource::Environment);
+        assert_eq!(target.base_url.as_deref(), Some("http://localhost:9000/gw"));
+        // Not overridden: the host takes it from SPIN_VARIABLE_FLY_PROXY_BASE_URL.
+        assert_eq!(var(&target, PROXY_BASE_URL), None);
+        assert_eq!(
+            var(&target, PROXY_OUTBOUND_HOST),
+            Some("http://localhost:9000")
+        );
+        // An explicit outbound host is left alone too.
+        let target = proxy_target(
+            None,
+            Some("https://{app}.fly.dev"),
+            Some("https://*.fly.dev"),
+            SIM,
+        );
+        assert!(target.overrides.is_empty());
+        // A base URL whose host cannot be allow-listed: no override, a warning.
+        let target = proxy_target(None, Some("https://gw-{app}.example"), None, SIM);
+        assert!(target.overrides.is_empty());
+        assert!(target.warning.is_some());
+    }
+
+    #[test]
+    fn fly_api_without_overrides_uses_the_manifest() {
+        let target = proxy_target(None, None, None, None);
+        assert_eq!(target.source, ProxySource::Manifest);
+        assert!(target.overrides.is_empty());
+    }
 
     #[test]
     fn the_example_provisions_and_starts_user_1() {
