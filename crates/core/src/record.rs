@@ -373,6 +373,16 @@ impl InstanceRecord {
     }
 }
 
+/// An id as stored: a non-empty string, or a number written by an older release (kept as its
+/// decimal text so that a bad field never loses a Fly id); anything else is no id.
+pub(crate) fn id_value(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 struct FieldDecoder<'a> {
     object: &'a Map<String, Value>,
     report: &'a mut DecodeReport,
@@ -394,19 +404,14 @@ impl FieldDecoder<'_> {
 
     /// A Fly id or similar string; a number (a plausible corruption) is kept as its text, not dropped.
     fn id_field(&mut self, name: &str) -> Option<String> {
-        match self.object.get(name)? {
-            Value::Null => None,
-            Value::String(s) if s.is_empty() => None,
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => {
-                self.report.bad_fields.push(name.to_owned());
-                Some(n.to_string())
-            }
-            other => {
-                self.bad(name, other.clone());
-                None
-            }
+        let value = self.object.get(name)?;
+        let id = id_value(value);
+        match value {
+            Value::Null | Value::String(_) => {}
+            Value::Number(_) => self.report.bad_fields.push(name.to_owned()),
+            other => self.bad(name, other.clone()),
         }
+        id
     }
 
     fn id_list(&mut self, name: &str) -> Vec<String> {

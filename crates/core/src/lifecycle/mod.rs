@@ -18,6 +18,7 @@ mod exec;
 mod ops;
 mod reconcile;
 mod resources;
+mod route;
 mod views;
 
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use exec::{
 };
 pub use ops::{DestroyOutcome, ProvisionOutcome};
 pub use reconcile::{DueReport, ReconcileOutcome, select_recovery_candidate};
+pub use route::route_of;
 pub use views::{ChannelsView, ConfigSummary, InstanceStatus, KiloCodeConfigView, Route};
 
 use crate::clock::{Clock, Random};

@@ -2058,3 +2058,93 @@ fn doctor_reports_output_and_refuses_when_not_running() {
         }
     );
 }
+
+mod lean_route {
+    //! The proxy's lean route lookup answers exactly as the full record path does, for every shape
+    //! of stored record (well-formed, partial, with wrong-typed fields).
+
+    use super::*;
+    use crate::kv::KeyValue;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn field() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            Just(Some(json!(""))),
+            Just(Some(json!("m-1"))),
+            Just(Some(json!(42))),
+            Just(Some(json!(true))),
+            Just(Some(json!({"x": 1}))),
+        ]
+    }
+
+    fn status() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            Just(Some(json!("provisioned"))),
+            Just(Some(json!("running"))),
+            Just(Some(json!("stopped"))),
+            Just(Some(json!("destroying"))),
+            Just(Some(json!("exploded"))),
+            Just(Some(json!(3))),
+        ]
+    }
+
+    fn outcome(result: Result<Route, LifecycleError>) -> String {
+        match result {
+            Ok(route) => format!("{route:?}"),
+            Err(error) => format!("{} {error}", error.http_status()),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn lean_route_equals_full_route(
+            user in field(),
+            status in status(),
+            machine in field(),
+            app in field(),
+            legacy in prop_oneof![Just(None), Just(Some("kiloclaw-machines".to_owned()))],
+            secrets in any::<bool>(),
+        ) {
+            let mut world = World::new();
+            world.settings.legacy_fly_app_name = legacy.clone();
+            let mut record = serde_json::Map::new();
+            for (name, value) in [("userId", user), ("status", status), ("flyMachineId", machine), ("flyAppName", app)] {
+                if let Some(value) = value {
+                    record.insert(name.to_owned(), value);
+                }
+            }
+            if secrets {
+                record.insert("encryptedSecrets".to_owned(), json!({"A": {"encryptedData": "x"}}));
+                record.insert("envVars".to_owned(), json!({"B": "c"}));
+            }
+            world
+                .kv
+                .set(&record_key(USER), Value::Object(record).to_string().as_bytes())
+                .expect("set");
+            let full = outcome(world.instances().route(USER));
+            let lean = outcome(route_of(&world.kv, USER, legacy.as_deref()));
+            prop_assert_eq!(lean, full);
+        }
+    }
+
+    #[test]
+    fn no_record_and_a_corrupt_record_are_reported_like_the_full_path() {
+        let world = World::new();
+        assert_eq!(
+            outcome(route_of(&world.kv, USER, None)),
+            outcome(world.instances().route(USER))
+        );
+        for corrupt in [&b"[1,2]"[..], b"not json", b"\"text\"", b" {\"userId\": "] {
+            world.kv.set(&record_key(USER), corrupt).expect("set");
+            assert_eq!(
+                outcome(route_of(&world.kv, USER, None)),
+                outcome(world.instances().route(USER))
+            );
+        }
+    }
+}
