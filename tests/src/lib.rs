@@ -26,9 +26,9 @@ pub const COMPONENTS: [(&str, &str); 4] = [
 /// The built components.
 #[derive(Debug, Clone)]
 pub struct Components {
-    /// `kiloclaw-auth`: exports `kiloclaw:platform/auth`.
+    /// `kiloclaw-auth`: exports `kiloclaw:auth/auth`.
     pub auth: PathBuf,
-    /// `kiloclaw-instances`: exports `kiloclaw:platform/instances`.
+    /// `kiloclaw-instances`: exports `kiloclaw:instances/instances`.
     pub instances: PathBuf,
     /// `kiloclaw-router`: the HTTP entry.
     pub router: PathBuf,

@@ -32,7 +32,7 @@ fn allowed_import(name: &str) -> bool {
     match package {
         "fermyon:spin" | "fermyon:spin-cron" => version == "2.0.0",
         "wasi:keyvalue" => version == "0.2.0-draft2",
-        "kiloclaw:platform" => version == "0.1.0",
+        "kiloclaw:types" | "kiloclaw:auth" | "kiloclaw:instances" => version == "0.1.0",
         _ => package.strip_prefix("wasi:").is_some_and(|wasi_package| {
             WASI_02_PACKAGES.contains(&wasi_package)
                 && version.strip_prefix("0.2.").is_some_and(|patch| {
@@ -92,7 +92,8 @@ fn the_allow_list_accepts_spin_interfaces_and_rejects_everything_else() {
         "fermyon:spin/variables@2.0.0",
         "wasi:keyvalue/atomics@0.2.0-draft2",
         "fermyon:spin-cron/cron-types@2.0.0",
-        "kiloclaw:platform/instances@0.1.0",
+        "kiloclaw:instances/instances@0.1.0",
+        "kiloclaw:types/types@0.1.0",
     ] {
         assert!(allowed_import(good), "{good} should be allowed");
     }
@@ -105,7 +106,8 @@ fn the_allow_list_accepts_spin_interfaces_and_rejects_everything_else() {
         "spin:key-value/key-value@3.0.0",
         "spin:postgres/postgres@4.0.0",
         "fermyon:spin/variables@3.0.0",
-        "kiloclaw:platform/instances@0.2.0",
+        "kiloclaw:instances/instances@0.2.0",
+        "kiloclaw:instances/instances@0.1.0",
         "wasi:nn/tensor@0.2.0",
         "wasi:cli/environment",
         "greeting",
@@ -132,11 +134,11 @@ fn every_component_imports_only_what_spin_provides_and_exports_its_role() -> any
         }
         let (must_export, must_import): (&[&str], &[&str]) = match package {
             "kiloclaw-auth" => (
-                &["kiloclaw:platform/auth@0.1.0"],
+                &["kiloclaw:auth/auth@0.1.0"],
                 &["fermyon:spin/variables@2.0.0"],
             ),
             "kiloclaw-instances" => (
-                &["kiloclaw:platform/instances@0.1.0"],
+                &["kiloclaw:instances/instances@0.1.0"],
                 &[
                     "wasi:keyvalue/store@0.2.0-draft2",
                     "wasi:keyvalue/atomics@0.2.0-draft2",
@@ -145,13 +147,13 @@ fn every_component_imports_only_what_spin_provides_and_exports_its_role() -> any
             "kiloclaw-router" => (
                 &["wasi:http/incoming-handler@0.2.0"],
                 &[
-                    "kiloclaw:platform/auth@0.1.0",
-                    "kiloclaw:platform/instances@0.1.0",
+                    "kiloclaw:auth/auth@0.1.0",
+                    "kiloclaw:instances/instances@0.1.0",
                 ],
             ),
             "kiloclaw-reconciler" => (
                 &["handle-cron-event"],
-                &["kiloclaw:platform/instances@0.1.0"],
+                &["kiloclaw:instances/instances@0.1.0"],
             ),
             other => anyhow::bail!("unexpected component {other}"),
         };

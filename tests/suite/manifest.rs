@@ -30,6 +30,9 @@ const VARIABLES: &[&str] = &[
     "discord_dm_policy",
     "openclaw_allowed_origins",
     "agent_env_vars_private_key",
+    "store_redis_url",
+    "store_redis_outbound_host",
+    "store_redis_key_prefix",
 ];
 
 const SECRETS: &[&str] = &[
@@ -39,6 +42,7 @@ const SECRETS: &[&str] = &[
     "fly_api_token",
     "database_url",
     "agent_env_vars_private_key",
+    "store_redis_url",
 ];
 
 /// Keys a `{ component = … }` dependency may not set (Spin: "Dependencies may not have their own
@@ -102,7 +106,7 @@ fn spin_toml_loads_in_our_host_and_wires_the_components() -> anyhow::Result<()> 
             .iter()
             .map(|dependency| match &dependency.source {
                 DependencySource::Component(id) => {
-                    assert_eq!(dependency.name, format!("kiloclaw:platform/{id}"));
+                    assert_eq!(dependency.name, format!("kiloclaw:{id}/{id}"));
                     Ok(id.as_str())
                 }
                 DependencySource::Path(path) => Err(anyhow::anyhow!(
@@ -194,7 +198,8 @@ fn dependencies_declare_no_configuration_and_parents_expose_every_variable() -> 
         .context("router has no variables")?;
     for name in VARIABLES
         .iter()
-        .filter(|n| **n != "fly_proxy_outbound_host")
+        // Allow-list entries, used by the manifest itself, not read by the components.
+        .filter(|n| !matches!(**n, "fly_proxy_outbound_host" | "store_redis_outbound_host"))
     {
         assert_eq!(
             router_vars.get(*name).and_then(toml::Value::as_str),

@@ -1,4 +1,4 @@
-//! The `auth` component: exports `kiloclaw:platform/auth` (see `wit/auth.wit` for the contract).
+//! The `auth` component: exports `kiloclaw:auth/auth` (see `wit/deps/auth/auth.wit` for the contract).
 //!
 //! A thin adapter: it reads the Spin variables it needs on every call (components keep no state
 //! between requests), takes the token from the raw headers with `kiloclaw_core::edge::credentials`,
@@ -23,13 +23,15 @@ mod bindings {
     wit_bindgen::generate!({
         world: "auth-component",
         path: "../../wit",
+        // The shared types live in their own package (`wit/deps/types`); bind them here.
+        with: { "kiloclaw:types/types@0.1.0": generate },
     });
 
     use super::AuthComponent;
     export!(AuthComponent with_types_in self);
 }
 
-use bindings::exports::kiloclaw::platform::auth::{
+use bindings::exports::kiloclaw::auth::auth::{
     AuthError, Credentials, GatewayTokenError, Guest, InternalKeyError, Principal,
 };
 

@@ -6,9 +6,9 @@ use kiloclaw_core::clock::{Random, SystemClock};
 use kiloclaw_core::fly::{DEFAULT_BASE_URL, FlyClient, FlyClientConfig};
 use kiloclaw_core::settings::Settings;
 
-use crate::bindings::exports::kiloclaw::platform::instances::InstanceError;
+use crate::bindings::exports::kiloclaw::instances::instances::InstanceError;
 use crate::errors;
-use crate::kv::SpinBucket;
+use crate::kv::Bucket;
 use crate::transport::WasiHttpTransport;
 
 /// A Spin variable, `None` when unset, empty, or not visible to this component.
@@ -46,10 +46,23 @@ fn install_logger() {
     });
 }
 
+/// The key prefix under which the store lives in a shared Redis when `store_redis_key_prefix` is unset.
+const DEFAULT_REDIS_KEY_PREFIX: &str = "kiloclaw:";
+
+/// The store the `store_redis_url` variable selects (see [`Bucket`]).
+fn open_bucket() -> Result<Bucket, InstanceError> {
+    let redis_url = variable("store_redis_url");
+    let prefix = variable("store_redis_key_prefix");
+    let redis = redis_url
+        .as_deref()
+        .map(|url| (url, prefix.as_deref().unwrap_or(DEFAULT_REDIS_KEY_PREFIX)));
+    Bucket::open(redis).map_err(errors::from_kv)
+}
+
 /// Everything a lifecycle operation needs.
 pub struct Context {
     pub settings: Settings,
-    pub bucket: SpinBucket,
+    pub bucket: Bucket,
     pub clock: SystemClock,
     pub random: HostRandom,
     pub fly: FlyClient<WasiHttpTransport>,
@@ -76,7 +89,7 @@ impl Context {
         let config = FlyClientConfig::new(token.unwrap_or_default()).with_base_url(base_url);
         Ok(Self {
             settings,
-            bucket: SpinBucket::open().map_err(errors::from_kv)?,
+            bucket: open_bucket()?,
             clock: SystemClock,
             random: HostRandom,
             fly: FlyClient::new(WasiHttpTransport, &config),

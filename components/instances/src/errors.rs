@@ -8,8 +8,8 @@ use kiloclaw_core::requests::RequestError;
 use kiloclaw_core::settings::{SettingProblem, SettingsError};
 use kiloclaw_core::store::StoreError;
 
-use crate::bindings::exports::kiloclaw::platform::instances::{FlyFailure, InstanceError};
-use crate::bindings::kiloclaw::platform::types::FieldError;
+use crate::bindings::exports::kiloclaw::instances::instances::{FlyFailure, InstanceError};
+use crate::bindings::kiloclaw::types::types::FieldError;
 
 /// Fly messages are cut to this many characters: enough to diagnose, never a whole echoed body.
 const MAX_FLY_MESSAGE: usize = 300;
@@ -18,7 +18,7 @@ pub fn from_kv(error: KvError) -> InstanceError {
     match error {
         KvError::NoSuchStore | KvError::AccessDenied => {
             InstanceError::Configuration(vec![format!(
-                "key_value_stores (the component cannot open the `default` store: {error})"
+                "key_value_stores or store_redis_url (the component cannot open its store: {error})"
             )])
         }
         KvError::Other(detail) => InstanceError::StoreUnavailable(detail),

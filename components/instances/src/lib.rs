@@ -1,7 +1,8 @@
-//! The `instances` component: exports `kiloclaw:platform/instances` (see `wit/instances.wit`).
+//! The `instances` component: exports `kiloclaw:instances/instances` (see `wit/deps/instances/instances.wit`).
 //!
 //! A thin adapter around `kiloclaw_core`: it implements the core's boundary traits over Spin —
-//! [`kv::SpinBucket`] (`KeyValue` over `wasi:keyvalue` store + atomics + batch, bucket `default`),
+//! [`kv::Bucket`] (`KeyValue` over `wasi:keyvalue` store + atomics + batch, bucket `default`, or over
+//! outbound Redis with [`redis_store`]),
 //! [`transport::WasiHttpTransport`] (`HttpTransport` over `wasi:http/outgoing-handler`) and the
 //! core's `SystemClock` — reads its settings from Spin variables ([`context`]), runs the core's
 //! operations, and maps results and errors to the WIT types ([`views`], [`errors`]). Every failure
@@ -11,6 +12,7 @@ mod context;
 mod errors;
 mod kv;
 mod ops;
+mod redis_store;
 mod transport;
 mod views;
 
@@ -22,13 +24,15 @@ mod bindings {
     wit_bindgen::generate!({
         world: "instances-component",
         path: "../../wit",
+        // The shared types live in their own package (`wit/deps/types`); bind them here.
+        with: { "kiloclaw:types/types@0.1.0": generate },
     });
 
     use super::InstancesComponent;
     export!(InstancesComponent with_types_in self);
 }
 
-use bindings::exports::kiloclaw::platform::instances::{
+use bindings::exports::kiloclaw::instances::instances::{
     ChannelPresence, CommandOutcome, ConfigSummary, DestroyOutcome, Guest, InstanceError,
     InstanceStatus, KilocodeConfig, ProxyRoute, ReconcileOutcome, ReconcileSummary, RecoveredRoute,
     VolumeSnapshot,

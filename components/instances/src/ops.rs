@@ -6,7 +6,7 @@ use std::time::Duration;
 use kiloclaw_core::lifecycle::{Instances, LifecycleError};
 use kiloclaw_core::requests::{parse_channels_patch, parse_kilocode_patch, parse_provision};
 
-use crate::bindings::exports::kiloclaw::platform::instances::{
+use crate::bindings::exports::kiloclaw::instances::instances::{
     ChannelPresence, CommandOutcome, ConfigSummary, DestroyOutcome, InstanceError, InstanceStatus,
     KilocodeConfig, ProxyRoute, ReconcileOutcome, ReconcileSummary, RecoveredRoute, VolumeSnapshot,
 };

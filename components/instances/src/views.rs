@@ -3,11 +3,11 @@
 
 use kiloclaw_core::lifecycle::{self, ChannelsView, KiloCodeConfigView};
 
-use crate::bindings::exports::kiloclaw::platform::instances::{
+use crate::bindings::exports::kiloclaw::instances::instances::{
     ChannelPresence, ConfigSummary, InstanceError, InstanceStatus, KilocodeConfig, Model,
     ProxyRoute,
 };
-use crate::bindings::kiloclaw::platform::types::Lifecycle;
+use crate::bindings::kiloclaw::types::types::Lifecycle;
 
 fn millis(value: Option<i64>) -> Option<u64> {
     value.and_then(|ms| u64::try_from(ms).ok())

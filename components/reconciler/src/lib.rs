@@ -24,7 +24,7 @@ mod bindings {
 }
 
 use bindings::fermyon::spin_cron::cron_types::{Error, Metadata};
-use bindings::kiloclaw::platform::instances::{self, InstanceError};
+use bindings::kiloclaw::instances::instances::{self, InstanceError};
 
 /// Time one tick may spend: well under the one-minute schedule, so a tick normally ends before the
 /// next begins, while leaving room for a reconcile already under way to finish its Fly calls.

@@ -15,7 +15,7 @@ use kiloclaw_core::edge::proxy::{
 use spin_sdk::http::conversions::TryIntoOutgoingRequest;
 use spin_sdk::http::{IncomingResponse, Method, OutgoingRequest, Scheme, SendError};
 
-use crate::bindings::kiloclaw::platform::instances::{InstanceError, ProxyRoute};
+use crate::bindings::kiloclaw::instances::instances::{InstanceError, ProxyRoute};
 use crate::dispatch::log_event;
 use crate::http::{self, Body, Reply, Request};
 use crate::imports::{Principal, instances};

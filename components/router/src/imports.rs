@@ -2,11 +2,11 @@
 
 use kiloclaw_core::edge::errors::{EdgeError, FieldError};
 
-pub use crate::bindings::kiloclaw::platform::auth::{self, Credentials, Principal};
-use crate::bindings::kiloclaw::platform::auth::{AuthError, GatewayTokenError, InternalKeyError};
-use crate::bindings::kiloclaw::platform::instances::InstanceError;
-pub use crate::bindings::kiloclaw::platform::instances::{self, InstanceStatus};
-use crate::bindings::kiloclaw::platform::types::Lifecycle;
+pub use crate::bindings::kiloclaw::auth::auth::{self, Credentials, Principal};
+use crate::bindings::kiloclaw::auth::auth::{AuthError, GatewayTokenError, InternalKeyError};
+use crate::bindings::kiloclaw::instances::instances::InstanceError;
+pub use crate::bindings::kiloclaw::instances::instances::{self, InstanceStatus};
+use crate::bindings::kiloclaw::types::types::Lifecycle;
 
 impl From<AuthError> for EdgeError {
     fn from(error: AuthError) -> Self {

@@ -26,6 +26,12 @@ mod bindings {
     wit_bindgen::generate!({
         world: "router-component",
         path: "../../wit",
+        // Once `with` names one interface, wit-bindgen wants every foreign-package one named.
+        with: {
+            "kiloclaw:types/types@0.1.0": generate,
+            "kiloclaw:auth/auth@0.1.0": generate,
+            "kiloclaw:instances/instances@0.1.0": generate,
+        },
     });
 }
 

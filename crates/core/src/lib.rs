@@ -29,6 +29,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod machine;
 pub mod record;
+pub mod redis_store;
 pub mod requests;
 pub mod settings;
 pub mod store;

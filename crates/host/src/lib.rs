@@ -62,6 +62,11 @@
 //! * **Outbound HTTP** ([`outbound`]): `wasi:http/outgoing-handler` with Spin's
 //!   `allowed_outbound_hosts` grammar and `{{ var }}` templates (denied → `HttpRequestDenied`),
 //!   a pooled keep-alive client, TLS with the webpki roots, connect/first-byte timeouts.
+//! * **Outbound Redis** ([`outbound::redis`]): `fermyon:spin/redis@2.0.0` with Spin's semantics
+//!   (allow-list checked as `redis://host:port`, denied → `invalid-address`, `execute` results
+//!   flattened, error replies → `other`) on one shared connection per address, commands that bind
+//!   a connection (`MULTI`, `SELECT`, blocking pops …) moved to one of their own, and connect and
+//!   command timeouts; no TLS (`rediss://`).
 //! * **WASI** ([`wasi`]): environment and `files` as Spin gives them; guest stdout/stderr become
 //!   host log lines tagged with the component id.
 //!
@@ -70,9 +75,18 @@
 //! Compare-and-swap is a real compare-and-swap on every backend, including insert-if-absent and
 //! across processes sharing the SQLite file or the Redis server (see [`kv`] for the contract).
 //! Spin's SQLite backend turns a swap on an absent key into a blind upsert (two creators both
-//! succeed) and its Redis backend reports a lost swap as success; only its Cosmos and DynamoDB
-//! backends are safe. Components must therefore not rely on CAS creating keys when they run on
-//! real Spin with those backends.
+//! succeed), and its Redis backend is unusable (measured on Spin 4.0.2: its trailing
+//! `UNWATCH <key>` is rejected by Redis, so every swap is written and reported as failed); by
+//! reading, its Cosmos and DynamoDB backends are safe. Components must therefore not rely on CAS
+//! creating keys on real Spin, and use outbound Redis rather than Spin's Redis key-value store.
+//!
+//! # Where we follow Spin's refusals
+//!
+//! Composition registers each dependency under its WIT package name, as Spin's composer does, so
+//! two dependencies from one package fail here with Spin's error; templated
+//! `allowed_outbound_hosts` entries are checked with their variables' defaults at load, as Spin
+//! does. `tests/suite/spin_parity.rs` (workspace root) loads such manifests on the real Spin and
+//! on this host and requires both to refuse them for the same reason.
 //!
 //! # What is not implemented
 //!
@@ -86,7 +100,7 @@
 //!   configuration. Here a dependency always runs with its parent's configuration, as if
 //!   `dependencies_inherit_configuration = true`; a warning is logged when it is not set and the
 //!   dependency imports a capability the adapter would deny.
-//! * Other Spin features: SQLite databases, PostgreSQL/MySQL/Redis/MQTT outbound, LLM,
+//! * Other Spin features: SQLite databases, PostgreSQL/MySQL/MQTT outbound, LLM,
 //!   registry/URL sources and dependencies, `[[client_tls]]`, `block_networks`, vault/Azure
 //!   variable providers, `.env` files, WAGI, WASI 0.3 instance reuse, TLS on the listener.
 //!   They are load-time errors where a manifest or runtime config asks for them.
@@ -286,7 +300,8 @@ fn component_bytes(manifest: &Manifest, id: &str) -> Result<Vec<u8>, LoadError> 
         dependencies.push((dependency.clone(), read(&path)?));
     }
     let started = std::time::Instant::now();
-    let composed = compose::compose(&main, &dependencies).map_err(|e| component_error(id, e))?;
+    let composed =
+        compose::compose(id, &main, &dependencies).map_err(|e| component_error(id, e))?;
     tracing::info!(
         tag = "load",
         component = id,
@@ -311,6 +326,7 @@ const DENIED_WITHOUT_INHERIT: &[&str] = &[
     "fermyon:spin/key-value",
     "wasi:keyvalue/store",
     "fermyon:spin/variables",
+    "fermyon:spin/redis",
     "wasi:filesystem/preopens",
     "wasi:cli/environment",
     "wasi:sockets/",

@@ -78,6 +78,17 @@ impl Template {
         })
     }
 
+    /// Renders with `value(name)` for each variable.
+    pub fn render_with(&self, value: impl Fn(&str) -> String) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(l) => l.clone(),
+                Part::Variable(v) => value(v),
+            })
+            .collect()
+    }
+
     /// Renders with resolved application variables.
     pub fn render(&self, values: &ResolvedVariables) -> Result<String, String> {
         let mut out = String::new();

@@ -10,5 +10,6 @@ mod compose;
 mod errors;
 mod isolation;
 mod lifecycle;
+mod on_spin;
 mod reconcile;
 mod recovery;

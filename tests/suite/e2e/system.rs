@@ -16,6 +16,8 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
 pub use super::sim::{Fly, FlyFault};
+use crate::spin::SpinProcess;
+pub use crate::spin::SpinStore;
 
 /// Test secrets: fixed, long enough for the JWT validator, never used outside tests.
 const NEXTAUTH_SECRET: &str = "e2e-nextauth-secret-0123456789abcdef0123456789";
@@ -144,12 +146,22 @@ impl Echo {
     }
 }
 
+/// What runs the components: our host in-process, or real Spin processes.
+enum Runtime {
+    Host {
+        server: Option<ServerHandle>,
+        app: App,
+    },
+    /// One or more `spin up` processes sharing a store (stopped when dropped).
+    Spin(Vec<SpinProcess>),
+}
+
 /// Everything a test needs, torn down when dropped.
 pub struct System {
     client: reqwest::Client,
-    base_url: String,
-    server: Option<ServerHandle>,
-    app: App,
+    /// One per serving process; requests go to the first unless a test picks one.
+    base_urls: Vec<String>,
+    runtime: Runtime,
     sim: Fly,
     _state: tempfile::TempDir,
 }
@@ -157,15 +169,18 @@ pub struct System {
 impl std::fmt::Debug for System {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("System")
-            .field("base_url", &self.base_url)
+            .field("base_urls", &self.base_urls)
             .finish()
     }
 }
 
 impl Drop for System {
     fn drop(&mut self) {
-        // Dropping the handle aborts the server tasks; the simulator stops with its own guard.
-        self.server.take();
+        // Dropping the handle aborts the server tasks (Spin processes stop in their own Drop);
+        // the simulator stops with its own guard.
+        if let Runtime::Host { server, .. } = &mut self.runtime {
+            server.take();
+        }
     }
 }
 
@@ -177,12 +192,18 @@ impl System {
     }
 
     async fn start_with_sim(sim: Fly) -> anyhow::Result<Self> {
-        Self::start_app(sim, manifest()?).await
+        Self::start_app(sim, manifest()?, Vec::new()).await
+    }
+
+    /// Starts a simulator and the app in our host with its instance store on `store` (e.g. the
+    /// Redis at 127.0.0.1:6379 over the outbound Redis interface).
+    pub async fn boot_with_store(store: SpinStore) -> anyhow::Result<Self> {
+        Self::start_app(Fly::start().await?, manifest()?, store.variables()).await
     }
 
     /// Starts a simulator and the app of another manifest (e.g. the output of `kiloclaw compose`).
     pub async fn boot_manifest(manifest: &std::path::Path) -> anyhow::Result<Self> {
-        Self::start_app(Fly::start().await?, manifest).await
+        Self::start_app(Fly::start().await?, manifest, Vec::new()).await
     }
 
     /// The repository's manifest, pointed at the built components.
@@ -190,7 +211,11 @@ impl System {
         manifest()
     }
 
-    async fn start_app(sim: Fly, manifest: &std::path::Path) -> anyhow::Result<Self> {
+    async fn start_app(
+        sim: Fly,
+        manifest: &std::path::Path,
+        extra_variables: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
         let runtime_config = state.path().join("runtime-config.toml");
         // An in-memory store: each System starts empty and nothing outlives the test.
@@ -210,21 +235,58 @@ impl System {
             ("gateway_token_secret".into(), GATEWAY_TOKEN_SECRET.into()),
         ];
         config.variables.extend(sim.app_variables());
+        config.variables.extend(extra_variables);
         let app = App::load(&config)
             .await
             .context("loading the app in the host")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let server = app.serve(listener);
         let base_url = format!("http://{}", server.local_addr());
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
         Ok(Self {
-            client,
-            base_url,
-            server: Some(server),
-            app,
+            client: http_client()?,
+            base_urls: vec![base_url],
+            runtime: Runtime::Host {
+                server: Some(server),
+                app,
+            },
+            sim,
+            _state: state,
+        })
+    }
+
+    /// Starts a simulator and `replicas` real Spin processes (`spin up`) running the repository's
+    /// own `spin.toml` against it, all on `store`.
+    pub async fn boot_on_spin(store: SpinStore, replicas: usize) -> anyhow::Result<Self> {
+        let sim = Fly::start().await?;
+        let state = tempfile::tempdir()?;
+        let mut variables = vec![
+            ("nextauth_secret".to_owned(), NEXTAUTH_SECRET.to_owned()),
+            (
+                "internal_api_secret".to_owned(),
+                INTERNAL_API_SECRET.to_owned(),
+            ),
+            (
+                "gateway_token_secret".to_owned(),
+                GATEWAY_TOKEN_SECRET.to_owned(),
+            ),
+        ];
+        variables.extend(sim.app_variables());
+        variables.extend(store.variables());
+        let app_dir = crate::spin::app_dir(state.path())?;
+        let mut processes = Vec::new();
+        for replica in 0..replicas {
+            // Each process has its own state dir (logs, SQLite file), as separate hosts would;
+            // with SQLite they share the app's one file instead, as `spin up` processes do.
+            let state_dir = match store {
+                SpinStore::Sqlite => app_dir.join(".spin"),
+                SpinStore::Redis { .. } => state.path().join(format!("replica-{replica}")),
+            };
+            processes.push(SpinProcess::start(&app_dir, &state_dir, &variables).await?);
+        }
+        Ok(Self {
+            client: http_client()?,
+            base_urls: processes.iter().map(SpinProcess::base_url).collect(),
+            runtime: Runtime::Spin(processes),
             sim,
             _state: state,
         })
@@ -233,7 +295,9 @@ impl System {
     /// The same simulator (Fly keeps everything), a new host with an empty key-value store:
     /// the control plane has lost all its state.
     pub async fn restart_with_empty_store(mut self) -> anyhow::Result<Self> {
-        if let Some(server) = self.server.take() {
+        if let Runtime::Host { server, .. } = &mut self.runtime
+            && let Some(server) = server.take()
+        {
             server.shutdown().await;
         }
         let sim = self.sim.clone();
@@ -269,10 +333,28 @@ impl System {
             .unwrap_or_default()
     }
 
-    /// A request to the app.
+    /// A request to the app (its first process).
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.base_url))
+        self.request_via(0, method, path)
+    }
+
+    /// A request to the app's serving process `replica` (modulo the number of processes).
+    pub fn request_via(&self, replica: usize, method: Method, path: &str) -> RequestBuilder {
+        let base_url = &self.base_urls[replica % self.base_urls.len()];
+        self.client.request(method, format!("{base_url}{path}"))
+    }
+
+    /// The Spin processes serving the app (none on our host).
+    pub fn spin_processes(&self) -> &[SpinProcess] {
+        match &self.runtime {
+            Runtime::Spin(processes) => processes,
+            Runtime::Host { .. } => &[],
+        }
+    }
+
+    /// How many processes serve the app.
+    pub fn replicas(&self) -> usize {
+        self.base_urls.len()
     }
 
     /// Sends and reads the whole reply.
@@ -434,12 +516,16 @@ impl System {
         Ok(self.request(method, path).bearer_auth(self.token(user)?))
     }
 
-    /// Runs the reconciler's cron handler once, as the cron trigger would.
+    /// Runs the reconciler's cron handler once, as the cron trigger would (our host only: on
+    /// Spin the cron plugin ticks on its own schedule).
     pub async fn cron_tick(&self) -> anyhow::Result<()> {
-        self.app
-            .run_cron_once("reconciler")
-            .await
-            .map_err(|e| anyhow::anyhow!("cron tick: {e}"))
+        match &self.runtime {
+            Runtime::Host { app, .. } => app
+                .run_cron_once("reconciler")
+                .await
+                .map_err(|e| anyhow::anyhow!("cron tick: {e}")),
+            Runtime::Spin(_) => bail!("on Spin the cron trigger plugin ticks by itself"),
+        }
     }
 
     /// Reconciles `user` now, whatever its cadence says; returns the outcome
@@ -498,6 +584,13 @@ impl System {
         let app = status["flyAppName"].as_str().context("no app")?;
         self.sim.websocket_accepts(app, token).await
     }
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
 }
 
 /// Percent-encodes a query value.

@@ -472,13 +472,38 @@ fn validate_component(
             AllowedHosts::parse_entry(entry)
                 .map_err(|reason| invalid(&entry_item, format!("`{entry}`: {reason}")))?;
         } else {
+            let mut defaults = Some(String::new());
             for reference in template.references() {
-                if !app_variables.contains_key(reference) {
+                let Some(variable) = app_variables.get(reference) else {
                     return Err(invalid(
                         &entry_item,
                         format!("unknown variable `{reference}` in `{entry}`"),
                     ));
+                };
+                if variable.default.is_none() {
+                    defaults = None;
                 }
+            }
+            // Spin validates a templated entry with the variables' defaults at load (a value
+            // supplied at run time cannot repair a default that does not parse); an entry with a
+            // variable lacking a default is only checked when it is resolved.
+            if defaults.is_some() {
+                let rendered = template.render_with(|name| {
+                    app_variables
+                        .get(name)
+                        .and_then(|v| v.default.clone())
+                        .unwrap_or_default()
+                });
+                AllowedHosts::parse_entry(&rendered).map_err(|reason| {
+                    invalid(
+                        &entry_item,
+                        format!(
+                            "`allowed_outbound_hosts` is malformed: using default variable value(s) \
+                             with template {entry:?} results in invalid config {rendered:?}: \
+                             {rendered:?} is not an allowed outbound host format ({reason})"
+                        ),
+                    )
+                })?;
             }
         }
     }
@@ -731,6 +756,25 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn templated_outbound_hosts_are_checked_with_their_defaults_as_spin_does() {
+        let manifest = |default: &str| {
+            format!(
+                "{HEAD}[variables]\nhost = {{ {default} }}\n[component.a]\nsource = \"a.wasm\"\nallowed_outbound_hosts = [\"{{{{ host }}}}\"]\n"
+            )
+        };
+        let err = parse(&manifest("default = \"\"")).expect_err("empty default");
+        assert!(
+            err.to_string().contains(
+                "using default variable value(s) with template \"{{ host }}\" results in invalid config \"\""
+            ),
+            "{err}"
+        );
+        parse(&manifest("default = \"redis://127.0.0.1:6379\"")).expect("valid default");
+        // No default: checked only once resolved at run time.
+        parse(&manifest("required = true")).expect("required variable");
     }
 
     #[test]
