@@ -107,7 +107,8 @@ fn the_allow_list_accepts_spin_interfaces_and_rejects_everything_else() {
         "spin:postgres/postgres@4.0.0",
         "fermyon:spin/variables@3.0.0",
         "kiloclaw:instances/instances@0.2.0",
-        "kiloclaw:instances/instances@0.1.0",
+        // The old single-package layout, which Spin's composer refuses for the router.
+        "kiloclaw:platform/instances@0.1.0",
         "wasi:nn/tensor@0.2.0",
         "wasi:cli/environment",
         "greeting",
