@@ -510,6 +510,13 @@ def scenarios() -> list[Scenario]:
         Scenario("status-c16", f"GET /api/platform/status?userId={USER_ID}, c=16", "GET",
                  f"/api/platform/status?userId={USER_ID}", 16, targets=("kiloclaw",),
                  platform=True),
+        # The cost floors of kiloclaw's path, for the breakdown in docs/benchmarks.md: the host's
+        # HTTP server alone (Spin's well-known health, answered without any component), and one
+        # component instantiation with the least work (the router's public /health route).
+        Scenario("spinhealth-c16", "GET /.well-known/spin/health (host only), c=16", "GET",
+                 "/.well-known/spin/health", 16, targets=("kiloclaw",), platform=True),
+        Scenario("health-c16", "GET /health (one instantiation, no auth), c=16", "GET",
+                 "/health", 16, targets=("kiloclaw",), platform=True),
     ]
 
 

@@ -50,7 +50,7 @@ fn install_logger() {
 const DEFAULT_REDIS_KEY_PREFIX: &str = "kiloclaw:";
 
 /// The store the `store_redis_url` variable selects (see [`Bucket`]).
-fn open_bucket() -> Result<Bucket, InstanceError> {
+pub fn open_bucket() -> Result<Bucket, InstanceError> {
     let redis_url = variable("store_redis_url");
     let prefix = variable("store_redis_key_prefix");
     let redis = redis_url

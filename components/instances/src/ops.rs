@@ -86,8 +86,14 @@ pub fn summarize_config(user_id: &str) -> Result<ConfigSummary, InstanceError> {
     with_instances(|instances| instances.config(user_id)).map(views::config_summary)
 }
 
+/// The proxy's hot path: one key-value read and no settings validation, Fly client or logger
+/// (`kiloclaw_core::lifecycle::route_of` answers exactly as the full `Instances::route`).
 pub fn route(user_id: &str) -> Result<ProxyRoute, InstanceError> {
-    with_instances(|instances| instances.route(user_id)).and_then(views::route)
+    let bucket = crate::context::open_bucket()?;
+    let legacy_app = crate::context::variable("fly_app_name");
+    kiloclaw_core::lifecycle::route_of(&bucket, user_id, legacy_app.as_deref())
+        .map_err(errors::from_lifecycle)
+        .and_then(views::route)
 }
 
 /// Crash recovery for the proxy: start again (a no-op when Fly reports the machine started) and tell

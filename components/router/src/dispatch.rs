@@ -1,7 +1,6 @@
 //! Authenticate and route: the first two phases for every request.
 
 use kiloclaw_core::edge::errors::EdgeError;
-use kiloclaw_core::edge::redact::request_line;
 use kiloclaw_core::edge::routes::{Route, Scope, classify, required_settings};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 
@@ -35,13 +34,8 @@ pub async fn handle(incoming: IncomingRequest, response_out: ResponseOutparam) {
             return http::send(response_out, reply).await;
         }
     };
-    log_event(
-        "request",
-        &[(
-            "line",
-            &request_line(&request.method, &request.path, request.query.as_deref()),
-        )],
-    );
+    // No line per request here: the host's access log has one. The router logs what only it
+    // knows (errors, recoveries), so a healthy request costs no guest logging.
     let reply = route(&request).await;
     http::send(response_out, reply).await;
 }

@@ -34,14 +34,6 @@ pub async fn serve(request: &Request, principal: &Principal) -> Reply {
         Ok(route) => route,
         Err(error) => return Reply::error(&EdgeError::from(error)),
     };
-    log_event(
-        "proxy",
-        &[
-            ("action", "forward"),
-            ("machine_id", &route.machine_id),
-            ("path", &request.path),
-        ],
-    );
     match send(request, &route, &template).await {
         Ok(response) if !may_be_unreachable_machine(response.status()) => pass_through(response),
         Ok(response) => {
