@@ -56,7 +56,7 @@ pub fn open_bucket() -> Result<Bucket, InstanceError> {
     let redis = redis_url
         .as_deref()
         .map(|url| (url, prefix.as_deref().unwrap_or(DEFAULT_REDIS_KEY_PREFIX)));
-    Bucket::open(redis).map_err(errors::from_kv)
+    crate::kv::open(redis).map_err(errors::from_kv)
 }
 
 /// Everything a lifecycle operation needs.

@@ -89,59 +89,12 @@ impl KeyValue for SpinBucket {
 /// The store one exported call uses, chosen by the `store_redis_url` variable: empty → Spin's
 /// `default` key-value store (SQLite on Spin; our host's configured backend), set → outbound Redis
 /// (the multi-process choice on Spin, whose own Redis key-value CAS is broken).
-pub enum Bucket {
-    Spin(SpinBucket),
-    Redis(crate::redis_store::RedisBucket),
-}
+pub type Bucket = Box<dyn KeyValue>;
 
-impl Bucket {
-    /// Opens the configured backend; `redis` is `(address, key prefix)`.
-    pub fn open(redis: Option<(&str, &str)>) -> Result<Self, KvError> {
-        match redis {
-            Some((address, prefix)) => crate::redis_store::open(address, prefix).map(Self::Redis),
-            None => SpinBucket::open().map(Self::Spin),
-        }
-    }
-
-    fn backend(&self) -> &dyn KeyValue {
-        match self {
-            Self::Spin(bucket) => bucket,
-            Self::Redis(bucket) => bucket,
-        }
-    }
-}
-
-impl KeyValue for Bucket {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.backend().get(key)
-    }
-
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.backend().set(key, value)
-    }
-
-    fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.backend().delete(key)
-    }
-
-    fn exists(&self, key: &str) -> Result<bool, KvError> {
-        self.backend().exists(key)
-    }
-
-    fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
-        self.backend().increment(key, delta)
-    }
-
-    fn get_many(&self, keys: &[String]) -> Result<KeyValues, KvError> {
-        self.backend().get_many(keys)
-    }
-
-    fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
-    ) -> Result<CasOutcome, KvError> {
-        self.backend().compare_and_swap(key, expected, new)
-    }
+/// Opens the configured backend; `redis` is `(address, key prefix)`.
+pub fn open(redis: Option<(&str, &str)>) -> Result<Bucket, KvError> {
+    Ok(match redis {
+        Some((address, prefix)) => Box::new(crate::redis_store::open(address, prefix)?),
+        None => Box::new(SpinBucket::open()?),
+    })
 }

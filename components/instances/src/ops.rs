@@ -19,7 +19,7 @@ fn with_instances<T>(
 ) -> Result<T, InstanceError> {
     let context = Context::open()?;
     let instances = Instances::new(
-        &context.bucket,
+        &*context.bucket,
         &context.fly,
         &context.clock,
         &context.random,
@@ -91,7 +91,7 @@ pub fn summarize_config(user_id: &str) -> Result<ConfigSummary, InstanceError> {
 pub fn route(user_id: &str) -> Result<ProxyRoute, InstanceError> {
     let bucket = crate::context::open_bucket()?;
     let legacy_app = crate::context::variable("fly_app_name");
-    kiloclaw_core::lifecycle::route_of(&bucket, user_id, legacy_app.as_deref())
+    kiloclaw_core::lifecycle::route_of(&*bucket, user_id, legacy_app.as_deref())
         .map_err(errors::from_lifecycle)
         .and_then(views::route)
 }
