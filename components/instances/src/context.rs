@@ -66,6 +66,8 @@ pub struct Context {
     pub clock: SystemClock,
     pub random: HostRandom,
     pub fly: FlyClient<WasiHttpTransport>,
+    /// `agent_env_vars_private_key` (PEM), when set: opens the users' secret envelopes.
+    pub private_key: Option<String>,
 }
 
 impl Context {
@@ -93,6 +95,7 @@ impl Context {
             clock: SystemClock,
             random: HostRandom,
             fly: FlyClient::new(WasiHttpTransport, &config),
+            private_key: variable("agent_env_vars_private_key"),
         })
     }
 }

@@ -98,9 +98,9 @@ pub fn from_lifecycle(error: LifecycleError) -> InstanceError {
             "fly_app_name (the instance has no per-user Fly app and no legacy app is configured)"
                 .to_owned(),
         ]),
-        LifecycleError::Env(EnvError::EncryptionConfiguration(reason)) => {
-            InstanceError::Configuration(vec![format!("agent_env_vars_private_key ({reason})")])
-        }
+        LifecycleError::Env(
+            error @ (EnvError::EncryptionConfiguration(_) | EnvError::Decryption { .. }),
+        ) => InstanceError::Secrets(error.to_string()),
         LifecycleError::Store(store) => from_store(store),
         LifecycleError::Fly { operation, source } => match from_fly(&source) {
             InstanceError::FlyUnavailable(detail) => {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kiloclaw_core::lifecycle::{Instances, LifecycleError};
 use kiloclaw_core::requests::{parse_channels_patch, parse_kilocode_patch, parse_provision};
+use kiloclaw_core::secrets::envelope::RsaEnvelopeDecryptor;
 
 use crate::bindings::exports::kiloclaw::instances::instances::{
     ChannelPresence, CommandOutcome, ConfigSummary, DestroyOutcome, InstanceError, InstanceStatus,
@@ -18,13 +19,20 @@ fn with_instances<T>(
     operation: impl FnOnce(&Instances<'_>) -> Result<T, LifecycleError>,
 ) -> Result<T, InstanceError> {
     let context = Context::open()?;
-    let instances = Instances::new(
+    let decryptor = context
+        .private_key
+        .as_deref()
+        .map(|pem| RsaEnvelopeDecryptor::new(pem, &context.random));
+    let mut instances = Instances::new(
         &*context.bucket,
         &context.fly,
         &context.clock,
         &context.random,
         &context.settings,
     );
+    if let Some(decryptor) = &decryptor {
+        instances = instances.with_decryptor(decryptor);
+    }
     operation(&instances).map_err(errors::from_lifecycle)
 }
 

@@ -39,6 +39,7 @@ fn describe(error: &InstanceError) -> String {
         }
         InstanceError::StoreUnavailable(detail) => format!("key-value store unavailable: {detail}"),
         InstanceError::FlyUnavailable(detail) => format!("Fly API unavailable: {detail}"),
+        InstanceError::Secrets(message) => format!("secrets: {message}"),
         InstanceError::Internal(detail) => format!("internal error: {detail}"),
         other => format!("{other:?}"),
     }

@@ -64,6 +64,7 @@ impl From<InstanceError> for EdgeError {
                 platform: true,
             },
             InstanceError::StoreUnavailable(detail) => EdgeError::StoreUnavailable(detail),
+            InstanceError::Secrets(message) => EdgeError::Secrets(message),
             InstanceError::Internal(detail) => EdgeError::Internal(detail),
         }
     }

@@ -3,11 +3,13 @@
 
 use kiloclaw_core::edge::body::{json_object, query_param, required_query_param, user_id_field};
 use kiloclaw_core::edge::errors::EdgeError;
+use kiloclaw_core::edge::proxy::direct_gateway_url;
 use kiloclaw_core::edge::routes::PlatformRoute;
 use serde_json::json;
 
 use crate::http::{Reply, Request};
 use crate::imports::{self, auth, instances};
+use crate::settings;
 
 /// Default and ceiling of the reconcile budget a caller may ask for: under typical gateway
 /// request timeouts, so the caller gets the summary instead of a timeout.
@@ -127,7 +129,15 @@ fn respond(route: PlatformRoute, request: &Request) -> Result<Reply, EdgeError> 
             let status = instances::status(&user_id)?;
             let sandbox_id = status.sandbox_id.ok_or(EdgeError::NotProvisioned)?;
             let token = auth::gateway_token(&sandbox_id)?;
-            Ok(Reply::json(200, &json!({"gatewayToken": token})))
+            // WebSockets go to the gateway directly (Spin cannot proxy them), so the client needs its
+            // URL beside the token; null until the instance has its own Fly app.
+            let gateway_url = status
+                .fly_app_name
+                .map(|app| direct_gateway_url(&settings::proxy_base_template(), &app));
+            Ok(Reply::json(
+                200,
+                &json!({"gatewayToken": token, "gatewayUrl": gateway_url}),
+            ))
         }
         PlatformRoute::VolumeSnapshots => {
             let user_id = query_user(request)?;

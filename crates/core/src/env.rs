@@ -7,16 +7,18 @@
 //!    pass-throughs;
 //! 5. reserved values no user input can override: `OPENCLAW_GATEWAY_TOKEN` and `AUTO_APPROVE_DEVICES`.
 //!
-//! Decrypting the RSA envelopes is outside this crate: a caller with the private key passes an
-//! [`EnvelopeDecryptor`]. Without one, any stored secret makes the build fail with
+//! The RSA envelopes are opened by an [`EnvelopeDecryptor`] (in production
+//! [`RsaEnvelopeDecryptor`](crate::secrets::envelope::RsaEnvelopeDecryptor) over
+//! `agent_env_vars_private_key`). Without one, any stored secret makes the build fail with
 //! [`EnvError::EncryptionConfiguration`], exactly as the original did when `AGENT_ENV_VARS_PRIVATE_KEY` was
-//! unset. The result also says which names are sensitive, so a later encrypted-env layer can wrap them.
+//! unset. The result also says which names are sensitive, so [`crate::secrets::machine_env`] seals them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::gateway_token;
 use crate::record::{Envelope, InstanceRecord};
 use crate::requests::env_var_name_problem;
+use crate::secrets::envelope::DecryptError;
 use crate::settings::Settings;
 
 /// Names whose values are always sensitive.
@@ -32,7 +34,7 @@ pub const SENSITIVE_NAMES: [&str; 6] = [
 /// Decrypts an RSA envelope (implemented by whoever holds `AGENT_ENV_VARS_PRIVATE_KEY`).
 pub trait EnvelopeDecryptor {
     /// The plaintext, or why it cannot be had.
-    fn decrypt(&self, envelope: &Envelope) -> Result<String, EnvError>;
+    fn decrypt(&self, envelope: &Envelope) -> Result<String, DecryptError>;
 }
 
 /// Why the machine environment cannot be built. None is retryable without changing config or input.
@@ -41,9 +43,15 @@ pub enum EnvError {
     /// Secrets exist but no private key is configured (HTTP 500, operator must configure the key).
     #[error("{0}")]
     EncryptionConfiguration(String),
-    /// An envelope is malformed.
-    #[error("encryption format error: {0}")]
-    EncryptionFormat(String),
+    /// An envelope does not open: malformed, made for another key, or tampered with. Names the field
+    /// (`encryptedSecrets.NAME`, `channels.telegramBotToken`), never the value.
+    #[error("Decryption failed: {field}: {reason}")]
+    Decryption {
+        /// Where the envelope is in the instance config.
+        field: String,
+        /// What is wrong.
+        reason: DecryptError,
+    },
     /// A stored env var name breaks the rules (only possible for data written before validation existed).
     #[error("Env var name '{name}' {problem}")]
     InvalidName {
@@ -64,6 +72,20 @@ pub struct MachineEnv {
     pub vars: BTreeMap<String, String>,
     /// Names among `vars` whose values are secret.
     pub sensitive: BTreeSet<String>,
+}
+
+/// The parts of a record the machine environment is built from: two records with equal inputs build
+/// the same environment (so one built before taking the lease can be reused under it).
+pub fn env_inputs(record: &InstanceRecord) -> impl PartialEq + '_ {
+    (
+        &record.sandbox_id,
+        &record.env_vars,
+        &record.encrypted_secrets,
+        &record.kilocode_api_key,
+        &record.kilocode_default_model,
+        &record.kilocode_models,
+        &record.channels,
+    )
 }
 
 /// Builds the machine environment for `record`.
@@ -108,7 +130,8 @@ pub fn build_env(
         };
         for (name, envelope) in secrets {
             check_name(name)?;
-            put(&mut env, name, decryptor.decrypt(envelope)?, true);
+            let value = open(decryptor, envelope, || format!("encryptedSecrets.{name}"))?;
+            put(&mut env, name, value, true);
         }
     }
     if let Some(key) = &record.kilocode_api_key {
@@ -130,14 +153,31 @@ pub fn build_env(
     // Layer 4: channel tokens (silently skipped without a decryptor, as the original did), pass-throughs.
     if let (Some(channels), Some(decryptor)) = (&record.channels, decryptor) {
         let tokens = [
-            ("TELEGRAM_BOT_TOKEN", &channels.telegram_bot_token),
-            ("DISCORD_BOT_TOKEN", &channels.discord_bot_token),
-            ("SLACK_BOT_TOKEN", &channels.slack_bot_token),
-            ("SLACK_APP_TOKEN", &channels.slack_app_token),
+            (
+                "TELEGRAM_BOT_TOKEN",
+                "telegramBotToken",
+                &channels.telegram_bot_token,
+            ),
+            (
+                "DISCORD_BOT_TOKEN",
+                "discordBotToken",
+                &channels.discord_bot_token,
+            ),
+            (
+                "SLACK_BOT_TOKEN",
+                "slackBotToken",
+                &channels.slack_bot_token,
+            ),
+            (
+                "SLACK_APP_TOKEN",
+                "slackAppToken",
+                &channels.slack_app_token,
+            ),
         ];
-        for (name, token) in tokens {
+        for (name, field, token) in tokens {
             if let Some(envelope) = token {
-                put(&mut env, name, decryptor.decrypt(envelope)?, true);
+                let value = open(decryptor, envelope, || format!("channels.{field}"))?;
+                put(&mut env, name, value, true);
             }
         }
     }
@@ -162,6 +202,19 @@ pub fn build_env(
     Ok(env)
 }
 
+fn open(
+    decryptor: &dyn EnvelopeDecryptor,
+    envelope: &Envelope,
+    field: impl FnOnce() -> String,
+) -> Result<String, EnvError> {
+    decryptor
+        .decrypt(envelope)
+        .map_err(|reason| EnvError::Decryption {
+            field: field(),
+            reason,
+        })
+}
+
 fn check_name(name: &str) -> Result<(), EnvError> {
     match env_var_name_problem(name) {
         None => Ok(()),
@@ -179,7 +232,10 @@ mod tests {
 
     struct Reverse;
     impl EnvelopeDecryptor for Reverse {
-        fn decrypt(&self, envelope: &Envelope) -> Result<String, EnvError> {
+        fn decrypt(&self, envelope: &Envelope) -> Result<String, DecryptError> {
+            if envelope.version != 1 {
+                return Err(DecryptError::Version(envelope.version));
+            }
             Ok(envelope.encrypted_data.chars().rev().collect())
         }
     }
@@ -288,5 +344,30 @@ mod tests {
             build_env(&InstanceRecord::empty(), &Settings::for_tests(), None),
             Err(EnvError::MissingIdentity)
         );
+    }
+
+    #[test]
+    fn a_failed_decryption_names_the_field_and_not_the_value() {
+        let mut record = record();
+        let mut bad = envelope("eulav");
+        bad.version = 2;
+        record.encrypted_secrets = Some(BTreeMap::from([("API".into(), bad.clone())]));
+        let error = build_env(&record, &Settings::for_tests(), Some(&Reverse)).expect_err("fails");
+        assert_eq!(
+            error.to_string(),
+            "Decryption failed: encryptedSecrets.API: unsupported version 2 (expected 1)"
+        );
+        record.encrypted_secrets = None;
+        record.channels = Some(Channels {
+            slack_app_token: Some(bad),
+            ..Channels::default()
+        });
+        let error = build_env(&record, &Settings::for_tests(), Some(&Reverse)).expect_err("fails");
+        assert!(
+            error
+                .to_string()
+                .starts_with("Decryption failed: channels.slackAppToken: ")
+        );
+        assert!(!error.to_string().contains("value"));
     }
 }

@@ -13,7 +13,8 @@
 //! - [`due`]: the reconciler's time-bucketed due index.
 //! - [`settings`], [`requests`]: configuration from Spin variables; platform request parsing with
 //!   field-level errors.
-//! - [`env`](mod@env), [`machine`]: machine environment layers and Fly machine/volume request building.
+//! - [`env`](mod@env), [`secrets`], [`machine`]: machine environment layers, envelope decryption and the
+//!   encrypted machine env, Fly machine/volume request building.
 //! - [`fly`]: Fly Machines API types, client and error classification.
 //! - [`lifecycle`]: provision, start, stop, destroy, restart, config patches, reads, and the reconciler.
 //! - [`edge`]: the router's pure decisions.
@@ -31,6 +32,7 @@ pub mod machine;
 pub mod record;
 pub mod redis_store;
 pub mod requests;
+pub mod secrets;
 pub mod settings;
 pub mod store;
 

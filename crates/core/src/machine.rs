@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::env::MachineEnv;
 use crate::fly::{
     Autostop, CreateVolumeRequest, GuestConfig, MachineConfig, MachineMount, MachineService,
     ServicePort,
@@ -43,11 +42,11 @@ pub fn guest_for(size: Option<MachineSize>) -> GuestConfig {
     }
 }
 
-/// The machine config for `record` with environment `env`.
+/// The machine config for `record` with environment `env` (its sensitive values already sealed).
 pub fn machine_config(
     record: &InstanceRecord,
     settings: &Settings,
-    env: &MachineEnv,
+    env: BTreeMap<String, String>,
 ) -> MachineConfig {
     let service = MachineService {
         protocol: "tcp".into(),
@@ -64,7 +63,7 @@ pub fn machine_config(
     };
     MachineConfig {
         image: settings.image(),
-        env: env.vars.clone(),
+        env,
         guest: Some(guest_for(record.machine_size)),
         services: vec![service],
         mounts: record
@@ -150,7 +149,7 @@ mod tests {
         let settings = Settings::for_tests();
         let record = record();
         let env = build_env(&record, &settings, None).expect("env");
-        let config = machine_config(&record, &settings, &env);
+        let config = machine_config(&record, &settings, env.vars.clone());
         let json = serde_json::to_value(&config).expect("json");
         assert_eq!(json["image"], "registry.fly.io/kiloclaw-machines:latest");
         assert_eq!(
@@ -180,7 +179,11 @@ mod tests {
         record.fly_volume_id = None;
         let settings = Settings::for_tests();
         let env = build_env(&record, &settings, None).expect("env");
-        assert!(machine_config(&record, &settings, &env).mounts.is_empty());
+        assert!(
+            machine_config(&record, &settings, env.vars.clone())
+                .mounts
+                .is_empty()
+        );
     }
 
     #[test]

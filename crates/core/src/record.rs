@@ -134,7 +134,7 @@ pub struct Lease {
 }
 
 /// Setup state of the user's own Fly app (§4.8), kept across destroy for reuse.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppSetup {
     /// The app exists (created or verified as ours).
@@ -143,6 +143,28 @@ pub struct AppSetup {
     pub ipv6_allocated: bool,
     /// A shared IPv4 address is allocated.
     pub ipv4_allocated: bool,
+    /// The machine-env key (base64, 32 bytes) set as the app secret `KILOCLAW_ENV_KEY`
+    /// ([`crate::secrets::machine_env`]). Set once per app: a start reuses it instead of re-setting the
+    /// secret (which bumped the app's secrets version on every start in the original, §10 #23).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_key: Option<String>,
+    /// The app's secrets version that setting `env_key` returned: machines are created and updated with
+    /// it as `min_secrets_version`, so they never boot without the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_key_secrets_version: Option<u64>,
+}
+
+impl std::fmt::Debug for AppSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never reaches a log line.
+        f.debug_struct("AppSetup")
+            .field("created", &self.created)
+            .field("ipv6_allocated", &self.ipv6_allocated)
+            .field("ipv4_allocated", &self.ipv4_allocated)
+            .field("has_env_key", &self.env_key.is_some())
+            .field("env_key_secrets_version", &self.env_key_secrets_version)
+            .finish()
+    }
 }
 
 impl AppSetup {

@@ -55,6 +55,16 @@ pub enum Patch<T> {
     Set(T),
 }
 
+impl<T> Patch<T> {
+    /// For fields a full re-provision replaces: an absent key clears the stored value.
+    pub fn absent_clears(self) -> Self {
+        match self {
+            Self::Keep => Self::Clear,
+            other => other,
+        }
+    }
+}
+
 impl<T: Clone> Patch<T> {
     /// Applies the patch to a stored optional value.
     pub fn apply(&self, slot: &mut Option<T>) {
@@ -79,9 +89,12 @@ pub struct ProvisionRequest {
 ///
 /// Re-provision semantics (fixes bug §10 #19): `envVars`, `encryptedSecrets` and `channels` are the user's
 /// complete lists and are *replaced* (absent or null clears them), because Next.js sends the whole config
-/// and a user who removed every entry must see them gone. The Kilo fields are patched: absent keeps the
-/// stored value (an omitted `kilocodeApiKey` no longer wipes the key), `null` clears it. `machineSize`
-/// absent or null keeps the stored size; `region` is stored as the user's region preference.
+/// and a user who removed every entry must see them gone. So are `kilocodeDefaultModel` and
+/// `kilocodeModels`: absent clears them, as in the original (the UI clears a model by omitting it). Only
+/// the Kilo API key survives an omission (an omitted `kilocodeApiKey` no longer wipes the key), and its
+/// `kilocodeApiKeyExpiresAt` with it; a new key without an expiry clears the old expiry; `null` clears
+/// either. `machineSize` absent or null keeps the stored size; `region` is stored as the user's region
+/// preference.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceConfig {
     /// `envVars`.
@@ -304,11 +317,21 @@ pub fn parse_provision(body: &[u8]) -> Result<ProvisionRequest, RequestError> {
         "{cpus:number, memory_mb:number, cpu_kind?:'shared'|'performance'}",
     );
     let region: Option<String> = fields.optional("region", "string");
+    let kilocode_api_key = fields.patch("kilocodeApiKey", "string");
+    // The expiry belongs to the key: kept with an omitted key, cleared when a new key comes without one.
+    let kilocode_api_key_expires_at = match fields.patch("kilocodeApiKeyExpiresAt", "string") {
+        Patch::Keep if kilocode_api_key != Patch::Keep => Patch::Clear,
+        patch => patch,
+    };
     let config = InstanceConfig {
-        kilocode_api_key: fields.patch("kilocodeApiKey", "string"),
-        kilocode_api_key_expires_at: fields.patch("kilocodeApiKeyExpiresAt", "string"),
-        kilocode_default_model: fields.patch("kilocodeDefaultModel", "string"),
-        kilocode_models: fields.patch("kilocodeModels", "array of {id, name}"),
+        kilocode_api_key,
+        kilocode_api_key_expires_at,
+        kilocode_default_model: fields
+            .patch("kilocodeDefaultModel", "string")
+            .absent_clears(),
+        kilocode_models: fields
+            .patch("kilocodeModels", "array of {id, name}")
+            .absent_clears(),
         env_vars,
         encrypted_secrets,
         channels: channels
@@ -461,7 +484,24 @@ mod tests {
         let request = parse_provision(body.to_string().as_bytes()).expect("valid");
         assert_eq!(request.user_id, "u1");
         assert_eq!(request.config.kilocode_api_key, Patch::Set("k".into()));
-        assert_eq!(request.config.kilocode_api_key_expires_at, Patch::Keep);
+        assert_eq!(
+            request.config.kilocode_api_key_expires_at,
+            Patch::Clear,
+            "a new key without an expiry clears the old expiry"
+        );
+        let bare = parse_provision(br#"{"userId":"u1"}"#).expect("valid");
+        assert_eq!(
+            bare.config.kilocode_api_key,
+            Patch::Keep,
+            "an omitted key is kept"
+        );
+        assert_eq!(bare.config.kilocode_api_key_expires_at, Patch::Keep);
+        assert_eq!(
+            bare.config.kilocode_default_model,
+            Patch::Clear,
+            "an omitted model is cleared"
+        );
+        assert_eq!(bare.config.kilocode_models, Patch::Clear);
         assert_eq!(request.config.channels.map(|c| c.count()), Some(1));
         assert_eq!(
             request.config.machine_size,

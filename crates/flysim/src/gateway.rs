@@ -4,6 +4,9 @@
 //!   answered (`machine_id`, `instance_id`, `app`, `region`).
 //! - `PUT|GET|DELETE /_gateway/files/{name}`: a file in the machine's attached volume directory, so data
 //!   survives stop/start, follows forks and disappears with the volume.
+//! - `GET /_gateway/env`: the environment the gateway process runs with, after the image's start script
+//!   decrypted the `KILOCLAW_ENC_*` values (simulator only: it lets tests see that users' secrets arrive,
+//!   which the real gateway of course never reveals).
 //! - WebSocket on any path: OpenClaw's handshake. The gateway first sends a `connect.challenge` event; the
 //!   client's first frame must be `{"type":"req","id":…,"method":"connect","params":{"auth":{"token":…}}}`.
 //!   The token must equal the machine's `OPENCLAW_GATEWAY_TOKEN`, otherwise the reply is an error frame
@@ -52,6 +55,9 @@ pub async fn http(target: &Target, parts: Parts, body: Body) -> Response {
     let path = parts.uri.path();
     if let Some(name) = path.strip_prefix("/_gateway/files/") {
         return file(target, &parts.method, name, &body);
+    }
+    if path == "/_gateway/env" && parts.method == Method::GET {
+        return json_reply(StatusCode::OK, json!(target.environment));
     }
     let headers: BTreeMap<String, String> = parts
         .headers

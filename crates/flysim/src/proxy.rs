@@ -7,6 +7,7 @@
 //! proxy-generated 503; an unknown machine gets a 502. Bodies of those errors are plain text (Fly's are
 //! not JSON; exact text unconfirmed).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub struct Target {
     pub instance_id: String,
     /// `OPENCLAW_GATEWAY_TOKEN` from the environment the machine booted with.
     pub gateway_token: Option<String>,
+    /// The environment the gateway process got: after the image's start script decrypted the
+    /// `KILOCLAW_ENC_*` values and removed the key ([`crate::image`]).
+    pub environment: BTreeMap<String, String>,
     /// The attached volume's directory, if the machine mounts a live volume.
     pub volume_dir: Option<PathBuf>,
 }
@@ -124,6 +128,7 @@ fn resolve(
                 region: candidate.region.clone(),
                 instance_id: candidate.instance_id.clone(),
                 gateway_token: candidate.boot_env.get("OPENCLAW_GATEWAY_TOKEN").cloned(),
+                environment: candidate.boot_env.clone(),
                 volume_dir,
             })
         }

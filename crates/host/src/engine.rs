@@ -27,6 +27,7 @@ pub(crate) fn build(config: &HostConfig) -> Result<wasmtime::Engine, LoadError> 
         // Why pooling: instantiation from pre-reserved slots takes microseconds, which is what
         // makes "a fresh instance per request" affordable (Spin makes the same choice).
         let n = config.limits.max_instances.max(1);
+        let reuse = SlotReuse::for_this_kernel();
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(n)
             // A composed app is several core instances and memories per component instance.
@@ -38,10 +39,13 @@ pub(crate) fn build(config: &HostConfig) -> Result<wasmtime::Engine, LoadError> 
             .max_tables_per_component(64)
             .max_core_instances_per_component(64)
             .max_component_instance_size(10 * 1024 * 1024)
-            .linear_memory_keep_resident(env_or(
-                "KILOCLAW_POOL_KEEP_RESIDENT",
-                DEFAULT_KEEP_RESIDENT,
-            ))
+            .linear_memory_keep_resident(env_or("KILOCLAW_POOL_KEEP_RESIDENT", reuse.memory))
+            .table_keep_resident(env_or("KILOCLAW_POOL_TABLE_KEEP_RESIDENT", reuse.table))
+            .pagemap_scan(if reuse.pagemap {
+                wasmtime::Enabled::Yes
+            } else {
+                wasmtime::Enabled::No
+            })
             // Returning a slot's pages (madvise) makes the kernel shoot down TLB entries on every
             // core; batching the decommits amortises those interrupts over many instances.
             .decommit_batch_size(env_or(
@@ -70,12 +74,77 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Bytes of each linear memory that a pooled slot keeps resident and resets with `memset` when an
-/// instance ends (the rest is returned with `madvise`). Measured on the router's `/health` at c=16
-/// (docs/benchmarks.md): 2 MiB cost 492 µs of CPU per request, 64 KiB 437 µs, none 368 µs — the
-/// composed component has several memories and zeroing them outweighs the page faults saved.
-/// `KILOCLAW_POOL_KEEP_RESIDENT` (bytes) overrides it.
-const DEFAULT_KEEP_RESIDENT: usize = 0;
+/// How a pooled slot's pages are reset between instances. Measured on the router's `/health` at c=16
+/// on 2 cores (docs/benchmarks.md, "Slot reuse"):
+///
+/// - Returning every page with `madvise` (keep nothing resident) makes the next instance fault its pages
+///   back in; the copy-on-write faults on the memory image and the tables each flush the TLB of every
+///   core the process runs on (an IPI), about a quarter of the request's CPU.
+/// - Keeping pages resident and resetting them with `memset` avoids the faults but zeroes the whole
+///   kept range every time: 2 MiB per memory cost more than the faults (492 vs 368 µs per request).
+/// - With Linux's `PAGEMAP_SCAN` (6.7+), wasmtime finds the pages an instance actually wrote and
+///   resets only those, so a large resident range costs only what was touched: 387 → 290 µs.
+///
+/// So: a large resident range with `PAGEMAP_SCAN` where the kernel has it, none without.
+/// `KILOCLAW_POOL_KEEP_RESIDENT` and `KILOCLAW_POOL_TABLE_KEEP_RESIDENT` (bytes) and
+/// `KILOCLAW_POOL_PAGEMAP` (`0`/`1`) override it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotReuse {
+    memory: usize,
+    table: usize,
+    pagemap: bool,
+}
+
+impl SlotReuse {
+    fn for_this_kernel() -> Self {
+        let pagemap = match std::env::var("KILOCLAW_POOL_PAGEMAP").as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .is_ok_and(|release| kernel_has_pagemap_scan(&release)),
+        };
+        if pagemap {
+            Self {
+                memory: 8 << 20,
+                table: 1 << 20,
+                pagemap,
+            }
+        } else {
+            Self {
+                memory: 0,
+                table: 0,
+                pagemap,
+            }
+        }
+    }
+}
+
+/// `PAGEMAP_SCAN` arrived in Linux 6.7.
+fn kernel_has_pagemap_scan(release: &str) -> bool {
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (6, 7),
+        _ => false,
+    }
+}
 
 /// Decommits flushed together (`KILOCLAW_POOL_DECOMMIT_BATCH` overrides it).
 const DEFAULT_DECOMMIT_BATCH: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_has_pagemap_scan;
+
+    #[test]
+    fn pagemap_scan_needs_linux_6_7() {
+        assert!(kernel_has_pagemap_scan("6.18.44-fc-v657\n"));
+        assert!(kernel_has_pagemap_scan("6.7.0"));
+        assert!(kernel_has_pagemap_scan("7.0.1-arch1"));
+        assert!(!kernel_has_pagemap_scan("6.6.87.2-microsoft-standard-WSL2"));
+        assert!(!kernel_has_pagemap_scan("5.15.0-105-generic"));
+        assert!(!kernel_has_pagemap_scan("garbage"));
+    }
+}

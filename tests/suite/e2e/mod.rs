@@ -13,3 +13,4 @@ mod lifecycle;
 mod on_spin;
 mod reconcile;
 mod recovery;
+mod secrets;

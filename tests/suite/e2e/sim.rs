@@ -125,6 +125,21 @@ impl Fly {
         &self.admin
     }
 
+    /// Everything the simulator holds, as its admin `GET /_sim/state` shows it (apps with their
+    /// secret names, machines with their configs, volumes, hosts).
+    pub fn state(&self) -> Value {
+        self.admin().state()
+    }
+
+    /// How many Machines API calls of `operation` (e.g. `set_secret`) the simulator answered.
+    pub fn count_requests(&self, operation: &str) -> usize {
+        self.admin()
+            .requests()
+            .iter()
+            .filter(|r| r.operation == operation)
+            .count()
+    }
+
     /// Every machine the simulator knows (including destroyed ones it still shows).
     pub async fn machines(&self) -> anyhow::Result<Vec<SimMachine>> {
         let state = self.admin().state();

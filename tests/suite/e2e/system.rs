@@ -201,6 +201,11 @@ impl System {
         Self::start_app(Fly::start().await?, manifest()?, store.variables()).await
     }
 
+    /// Starts a simulator and the app with extra Spin variables (e.g. `agent_env_vars_private_key`).
+    pub async fn boot_with_variables(variables: Vec<(String, String)>) -> anyhow::Result<Self> {
+        Self::start_app(Fly::start().await?, manifest()?, variables).await
+    }
+
     /// Starts a simulator and the app of another manifest (e.g. the output of `kiloclaw compose`).
     pub async fn boot_manifest(manifest: &std::path::Path) -> anyhow::Result<Self> {
         Self::start_app(Fly::start().await?, manifest, Vec::new()).await

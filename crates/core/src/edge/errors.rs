@@ -131,6 +131,9 @@ pub enum EdgeError {
         /// Whether a restart was attempted (picks the original's message).
         after_restart: bool,
     },
+    /// The user's secrets cannot be decrypted; the message names the field, never a value, and is
+    /// returned as the original returned it.
+    Secrets(String),
     /// A bug or unexpected state; detail for the log only.
     Internal(String),
 }
@@ -245,6 +248,7 @@ impl EdgeError {
                     "hint": "Your instance may not be running. Start it from the dashboard.",
                 }),
             ),
+            EdgeError::Secrets(message) => ErrorResponse::new(500, json!({"error": message})),
             EdgeError::Internal(_) => ErrorResponse::new(500, json!({"error": "Internal error"})),
         }
     }
@@ -277,6 +281,7 @@ mod tests {
             (EdgeError::WebSocketNotProxied { direct_url: None }, 426),
             (EdgeError::ServerConfiguration, 500),
             (EdgeError::Internal("x".into()), 500),
+            (EdgeError::Secrets("Decryption failed: x".into()), 500),
             (
                 EdgeError::FlyRejected {
                     status: 422,

@@ -35,7 +35,7 @@ pub use views::{ChannelsView, ConfigSummary, InstanceStatus, KiloCodeConfigView,
 
 use crate::clock::{Clock, Random};
 use crate::due::DueIndex;
-use crate::env::EnvelopeDecryptor;
+use crate::env::{EnvelopeDecryptor, MachineEnv};
 use crate::fly::FlyApi;
 use crate::kv::KeyValue;
 use crate::record::{InstanceRecord, InstanceState};
@@ -160,6 +160,7 @@ impl<'a> Instances<'a> {
         let mut session = Session {
             instances: self,
             guard: Some(guard),
+            prepared_env: None,
         };
         let result = body(&mut session);
         let finish = session.finish();
@@ -180,6 +181,9 @@ impl<'a> Instances<'a> {
 pub struct Session<'s, 'a> {
     pub(crate) instances: &'s Instances<'a>,
     guard: Option<LeaseGuard>,
+    /// The machine env built (and its envelopes decrypted) before the lease was taken, with the record
+    /// it was built from; reused while the record's env inputs are unchanged.
+    pub(crate) prepared_env: Option<(InstanceRecord, MachineEnv)>,
 }
 
 impl std::fmt::Debug for Session<'_, '_> {

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::env::{MachineEnv, build_env};
 use crate::ids::sandbox_id_from_user_id;
 use crate::record::{Channels, InstanceRecord, InstanceState};
 use crate::requests::{ChannelsPatch, InstanceConfig, KiloCodeConfigPatch};
@@ -95,7 +96,9 @@ impl Instances<'_> {
     /// `start(userId)`: ensures the volume, then starts the existing machine or creates one, with
     /// capacity recovery; records `running` only when Fly confirms `started`.
     pub fn start(&self, user_id: &str) -> Result<(), LifecycleError> {
+        let prepared = self.prepare_env(user_id)?;
         self.with_lease(user_id, "start", |session| {
+            session.prepared_env = prepared;
             let record = session.record();
             if record.status != Some(InstanceState::Destroying) && (!record.is_provisioned() || record.sandbox_id.is_empty()) {
                 session.restore_from_registry(user_id)?;
@@ -186,7 +189,9 @@ impl Instances<'_> {
     /// Unlike the original it records the restart, recovers from capacity errors, and if it fails after
     /// the machine stopped it records `stopped` so the status never claims a machine that is not running.
     pub fn restart(&self, user_id: &str) -> Result<(), LifecycleError> {
+        let prepared = self.prepare_env(user_id)?;
         self.with_lease(user_id, "restart", |session| {
+            session.prepared_env = prepared;
             let Some(machine_id) = running_with_machine(session.record()) else {
                 return Err(LifecycleError::NotRunning);
             };
@@ -408,6 +413,32 @@ fn check_volume_region(session: &mut Session<'_, '_>) -> Result<(), LifecycleErr
             tracing::warn!(tag = "lifecycle", action = "volume_check_failed", error = %error);
             Ok(())
         }
+    }
+}
+
+impl Instances<'_> {
+    /// Builds (and decrypts) the machine env of a provisioned record before any lease or Fly call, so a
+    /// missing private key, a wrong one or a malformed envelope fails the start with nothing stored
+    /// changed and a running machine left running. The env is reused under the lease when the record's
+    /// env inputs are unchanged by then.
+    fn prepare_env(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<(InstanceRecord, MachineEnv)>, LifecycleError> {
+        let Some(snapshot) = self.store().load(user_id)? else {
+            return Ok(None);
+        };
+        let record = snapshot.record;
+        if !record.is_provisioned()
+            || record.sandbox_id.is_empty()
+            || record.status == Some(InstanceState::Destroying)
+        {
+            return Ok(None);
+        }
+        let env = build_env(&record, self.settings, self.decryptor).inspect_err(|error| {
+            tracing::warn!(tag = "lifecycle", action = "machine_env_failed", user_id, error = %error);
+        })?;
+        Ok(Some((record, env)))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Fly resource steps shared by the operations and the reconciler: the per-user app, volumes (with region
 //! fallback and capacity replacement), machines (create, start, stop with `instance_id`) and deletes.
 
+use crate::env::{MachineEnv, build_env, env_inputs};
 use crate::fly::{
     AllocateIpRequest, CreateAppRequest, CreateMachineRequest, FlyError, IpAssignmentType, Machine,
     MachineConfig, MachineListFilter, MachineState, UpdateMachineRequest, Volume, WaitRequest,
@@ -11,6 +12,7 @@ use crate::machine::{
     METADATA_USER_ID, deprioritize_region, machine_config, regions_for, volume_request,
 };
 use crate::record::InstanceRecord;
+use crate::secrets::machine_env::{ENV_KEY_SECRET, EnvKey, seal_env};
 
 use super::{LifecycleError, Session};
 
@@ -284,11 +286,76 @@ impl<'a> Session<'_, 'a> {
         }
     }
 
-    /// The machine config for the current record (env built fresh).
-    pub(crate) fn build_config(&self) -> Result<MachineConfig, LifecycleError> {
+    /// The machine env for the current record: the one prepared before the lease when the record's env
+    /// inputs have not changed since, else built (and its envelopes decrypted) now.
+    pub(crate) fn machine_env(&mut self) -> Result<MachineEnv, LifecycleError> {
+        if let Some((prepared_from, env)) = &self.prepared_env
+            && env_inputs(prepared_from) == env_inputs(self.record())
+        {
+            return Ok(env.clone());
+        }
         let instances = self.instances;
-        let env = crate::env::build_env(self.record(), instances.settings, instances.decryptor)?;
-        Ok(machine_config(self.record(), instances.settings, &env))
+        Ok(build_env(
+            self.record(),
+            instances.settings,
+            instances.decryptor,
+        )?)
+    }
+
+    /// The machine config for the current record. On a per-user app every sensitive value is sealed under
+    /// the user's env key ([`crate::secrets::machine_env`]); the legacy shared app cannot hold a per-user
+    /// key, so its machines get the plain values, as the seed gave them.
+    pub(crate) fn build_config(&mut self) -> Result<MachineConfig, LifecycleError> {
+        let env = self.machine_env()?;
+        let vars = match self.ensure_env_key()? {
+            Some(key) => seal_env(&env, &key, self.instances.random),
+            None => {
+                tracing::warn!(tag = "lifecycle", action = "plain_machine_env", user_id = %self.user_id(),
+                    reason = "legacy shared app: no per-user KILOCLAW_ENV_KEY");
+                env.vars
+            }
+        };
+        Ok(machine_config(self.record(), self.instances.settings, vars))
+    }
+
+    /// The user's machine-env key: the stored one, or a new one set as the app secret
+    /// `KILOCLAW_ENV_KEY` and committed with the secrets version Fly returned. `None` for the legacy
+    /// shared app. The secret is set only when there is no usable stored key, not on every start.
+    fn ensure_env_key(&mut self) -> Result<Option<EnvKey>, LifecycleError> {
+        let Some(app) = self.record().fly_app_name.clone() else {
+            return Ok(None);
+        };
+        let setup = &self.record().app_setup;
+        if let (Some(stored), Some(_)) = (&setup.env_key, setup.env_key_secrets_version) {
+            match EnvKey::from_base64(stored) {
+                Ok(key) => return Ok(Some(key)),
+                Err(error) => tracing::warn!(tag = "lifecycle", action = "env_key_replaced",
+                    user_id = %self.user_id(), reason = %error),
+            }
+        }
+        let key = EnvKey::generate(self.instances.random);
+        let encoded = key.to_base64();
+        let set = self
+            .instances
+            .fly
+            .set_secret(&app, ENV_KEY_SECRET, &encoded)
+            .map_err(|e| LifecycleError::fly("set machine env key secret", e))?;
+        tracing::info!(tag = "lifecycle", action = "set_env_key", user_id = %self.user_id(), app = %app,
+            secrets_version = set.version);
+        self.commit(|r| {
+            r.app_setup.env_key = Some(encoded.clone());
+            r.app_setup.env_key_secrets_version = Some(set.version);
+        })?;
+        Ok(Some(key))
+    }
+
+    /// `min_secrets_version` for machine create and update: the version that holds the env key.
+    fn min_secrets_version(&self) -> Option<u64> {
+        let record = self.record();
+        record
+            .fly_app_name
+            .as_ref()
+            .and(record.app_setup.env_key_secrets_version)
     }
 
     fn wait(
@@ -323,6 +390,7 @@ impl<'a> Session<'_, 'a> {
                 .fly_region
                 .clone()
                 .or_else(|| self.instances.settings.fly_regions.first().cloned()),
+            min_secrets_version: self.min_secrets_version(),
             ..CreateMachineRequest::default()
         };
         let machine = self
@@ -401,6 +469,7 @@ impl<'a> Session<'_, 'a> {
         let request = UpdateMachineRequest {
             config,
             skip_launch: Some(true),
+            min_secrets_version: self.min_secrets_version(),
             ..UpdateMachineRequest::default()
         };
         let updated = fly

@@ -74,6 +74,8 @@ struct State {
     stuck_machines: BTreeSet<String>,
     /// Apps that exist but are invisible to our token (another org's app): GET answers 404.
     foreign_apps: BTreeSet<String>,
+    /// `min_secrets_version` of every create and update, in order.
+    min_secrets_versions: Vec<(FlyCall, Option<u64>)>,
 }
 
 /// The fake Fly API. `Sync`, so tests may share it between threads.
@@ -84,6 +86,26 @@ pub struct FakeFly {
 
 fn status_error(context: &str, status: u16, body: serde_json::Value) -> FlyError {
     FlyError::status(context, status, body.to_string())
+}
+
+/// Logs a create/update's `min_secrets_version` and refuses one the app has not reached, as Fly does (412).
+fn check_min_secrets_version(
+    state: &mut State,
+    call: FlyCall,
+    app: &str,
+    wanted: Option<u64>,
+    context: &str,
+) -> Result<(), FlyError> {
+    state.min_secrets_versions.push((call, wanted));
+    let current = state.apps.get(app).map_or(0, |a| a.secrets_version);
+    match wanted {
+        Some(version) if version > current => Err(status_error(
+            context,
+            412,
+            json!({"error": format!("min_secrets_version {version} is not yet available on this app")}),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn not_found(context: &str, what: &str) -> FlyError {
@@ -248,6 +270,11 @@ impl FakeFly {
     }
 
     /// The calls made so far, with a short argument summary each.
+    /// The `min_secrets_version` each machine create and update asked for, in order.
+    pub fn min_secrets_versions(&self) -> Vec<(FlyCall, Option<u64>)> {
+        self.lock().min_secrets_versions.clone()
+    }
+
     pub fn calls(&self) -> Vec<(FlyCall, String)> {
         self.lock().log.clone()
     }
@@ -337,6 +364,13 @@ impl FlyApi for FakeFly {
             format!("{app} name={:?}", request.name),
         )?;
         let context = "create machine";
+        check_min_secrets_version(
+            &mut state,
+            FlyCall::CreateMachine,
+            app,
+            request.min_secrets_version,
+            context,
+        )?;
         let mount_volume = request.config.mounts.first().map(|m| m.volume.clone());
         let region = {
             let fake = state.app(app, context)?;
@@ -433,6 +467,13 @@ impl FlyApi for FakeFly {
     ) -> Result<Machine, FlyError> {
         let mut state = self.begin(FlyCall::UpdateMachine, format!("{app}/{machine_id}"))?;
         let context = "update machine";
+        check_min_secrets_version(
+            &mut state,
+            FlyCall::UpdateMachine,
+            app,
+            request.min_secrets_version,
+            context,
+        )?;
         let region = {
             let fake = state.app(app, context)?;
             let machine = fake

@@ -95,6 +95,11 @@ impl MemoryKv {
         self.lock().data.keys().cloned().collect()
     }
 
+    /// The stored bytes of `key` (for tests that check nothing was written).
+    pub fn raw(&self, key: &str) -> Option<Vec<u8>> {
+        self.lock().data.get(key).cloned()
+    }
+
     /// Writes raw bytes (for tests that plant corrupt data).
     pub fn put_raw(&self, key: &str, value: &[u8]) {
         self.lock().data.insert(key.to_owned(), value.to_vec());

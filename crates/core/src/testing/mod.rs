@@ -6,14 +6,17 @@
 //! - [`FakeFly`]: the Fly Machines API as a state machine (apps, machines, volumes, secrets, IPs), with
 //!   region capacity, 404s for missing resources and injectable per-call errors.
 //! - [`FakeClock`] / [`SeqRandom`]: time that advances only when someone sleeps; predictable randomness.
+//! - [`NodeEnvelopes`]: RSA envelopes made by Node's `crypto`, as Next.js makes them.
 //! - [`check_key_value_contract`]: the key-value semantics the store protocol needs, for any backend.
 
 mod clock;
 mod contract;
+mod envelopes;
 mod fly;
 mod kv;
 
 pub use clock::{FakeClock, SeqRandom};
 pub use contract::check_key_value_contract;
+pub use envelopes::{BadEnvelope, GoodEnvelope, NodeEnvelopes};
 pub use fly::{FakeFly, FlyCall};
 pub use kv::{KvOp, MemoryKv};

@@ -383,7 +383,11 @@ fn start_creates_machine_named_after_sandbox_in_volume_region_and_marks_running(
     assert_eq!(machine.region, "dfw");
     assert_eq!(machine.state, MachineState::Started);
     let config = machine.config.expect("config");
-    assert_eq!(config.env["KILOCODE_API_KEY"], "kilo-key");
+    assert!(
+        !config.env.contains_key("KILOCODE_API_KEY"),
+        "sensitive values are sealed"
+    );
+    assert!(config.env["KILOCLAW_ENC_KILOCODE_API_KEY"].starts_with("enc:v1:"));
     assert_eq!(
         config.mounts[0].volume,
         record.fly_volume_id.expect("volume")
@@ -758,6 +762,12 @@ fn stale_holder_cannot_commit_and_reconciler_adopts_its_machine() {
     // its id (start's lease "expired"). The stale commit must fail; the machine must not be lost.
     let world = World::new();
     world.provision();
+    // The env key is already set, so creating the machine is start's first commit.
+    world.edit(|r| {
+        r.app_setup.env_key =
+            Some(crate::secrets::machine_env::EnvKey::generate(&world.random).to_base64());
+        r.app_setup.env_key_secrets_version = Some(0);
+    });
     let taken = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counter = taken.clone();
     // The 1st CAS is start's lease acquisition, the 2nd its first commit (machine id) after create.
@@ -2148,3 +2158,5 @@ mod lean_route {
         }
     }
 }
+
+mod secrets;
