@@ -63,7 +63,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 USER_ID = "bench-user"
-TARGETS = ("direct", "nginx", "kiloclaw")
+DEFAULT_SPIN_INSTALLER = REPO.parent / "shared" / "tools" / "spin" / "install.sh"
+# The servers of kiloclaw's components: our host (`kiloclaw up`), and with --spin the bundled real Spin.
+APP_TARGETS: list[str] = ["kiloclaw"]
 
 
 def log(message: str) -> None:
@@ -446,20 +448,82 @@ def start_kiloclaw(procs: Processes, binary: Path, dir_: Path, upstream_port: in
     target_line = re.search(r"kiloclaw: user traffic goes to .*", log_path.read_text())
     if target_line:
         log(target_line.group(0))
+    token = provision_user(port, key, [str(binary), "token", "--user", USER_ID, "--ttl", "12h",
+                                       "--manifest", str(REPO / "spin.toml"), "--state-dir",
+                                       str(state)], env)
+    return Kiloclaw(proc, url, port, key, token, state, log_path)
 
-    # Provision and start the user through the platform API, as the Next.js backend does.
+
+def provision_user(port: int, key: str, token_argv: list[str], env: dict) -> str:
+    """Provisions and starts the bench user through the platform API, as the Next.js backend
+    does, and returns a JWT for it."""
     for step, status in (("provision", 201), ("start", 200)):
         got, body = http_request("POST", port, f"/api/platform/{step}",
                                  {"x-internal-api-key": key, "content-type": "application/json"},
                                  json.dumps({"userId": USER_ID}).encode(), timeout=120)
         if got != status:
             raise BenchError(f"{step}: HTTP {got} {body[:300]!r}")
-    token = run_checked([str(binary), "token", "--user", USER_ID, "--ttl", "12h",
-                         "--manifest", str(REPO / "spin.toml"), "--state-dir", str(state)],
-                        capture_output=True, text=True, env=env, timeout=60).stdout.strip()
+    token = run_checked(token_argv, capture_output=True, text=True, env=env,
+                        timeout=60).stdout.strip()
     if token.count(".") != 2:
         raise BenchError(f"kiloclaw token printed no JWT: {token!r}")
-    return Kiloclaw(proc, url, port, key, token, state, log_path)
+    return token
+
+
+def spin_environment(install_script: Path) -> dict[str, str]:
+    """The environment of the bundled Spin: its installer prints `export NAME="value"` lines
+    (PATH with `spin`, SPIN_DATA_DIR with the cron trigger plugin)."""
+    out = run_checked(["bash", str(install_script)], capture_output=True, text=True,
+                      timeout=600).stdout
+    env = dict(os.environ)
+    for name, value in re.findall(r'^export (\w+)="([^"]*)"$', out, re.M):
+        env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
+    if not shutil.which("spin", path=env.get("PATH")):
+        raise BenchError(f"{install_script} put no `spin` on PATH:\n{out}")
+    return env
+
+
+def start_spin(procs: Processes, binary: Path, dir_: Path, upstream_port: int, args,
+               request_logs: bool) -> Kiloclaw:
+    """The same components on the bundled real Spin (`spin up` on the repository's spin.toml),
+    with `kiloclaw fly-sim` for the Machines API and the upstream as the Fly proxy."""
+    dir_.mkdir(parents=True, mode=0o700)
+    env = {k: v for k, v in spin_environment(Path(args.spin)).items()
+           if not k.startswith("SPIN_VARIABLE_") and k not in ("RUNTIME_CONFIG_FILE",
+                                                               "SPIN_HTTP_LISTEN_ADDR")}
+    env["RUST_LOG"] = "info" if request_logs else "warn"
+    sim_port = free_port()
+    sim_log = dir_ / "fly-sim.log"
+    sim = procs.start("fly-sim", [str(binary), "fly-sim", "--listen", f"127.0.0.1:{sim_port}"],
+                      log_path=sim_log, env=env)
+    wait_for_port(sim_port, sim, "kiloclaw fly-sim", sim_log)
+    # Spin resolves the manifest's component paths against the app directory.
+    app = dir_ / "app"
+    release = app / "target" / "wasm32-wasip2" / "release"
+    release.mkdir(parents=True)
+    shutil.copy(REPO / "spin.toml", app / "spin.toml")
+    built = Path(os.environ["CARGO_TARGET_DIR"]) / "wasm32-wasip2" / "release"
+    for name in ("router", "auth", "instances", "reconciler"):
+        (release / f"kiloclaw_{name}.wasm").symlink_to(built / f"kiloclaw_{name}.wasm")
+    key, nextauth = secrets.token_hex(24), secrets.token_hex(32)
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    for name, value in {
+        "nextauth_secret": nextauth, "internal_api_secret": key,
+        "gateway_token_secret": secrets.token_hex(32), "fly_api_token": "flysim-local-token",
+        "fly_org_slug": "kiloclaw-local", "fly_api_base_url": f"http://127.0.0.1:{sim_port}",
+        "fly_proxy_base_url": upstream, "fly_proxy_outbound_host": upstream,
+    }.items():
+        env[f"SPIN_VARIABLE_{name.upper()}"] = value
+    port = free_port()
+    log_path = dir_ / "spin.log"
+    argv = ["spin", "up", "--from", str(app / "spin.toml"), "--listen", f"127.0.0.1:{port}",
+            "--state-dir", str(app / ".spin")]
+    log(f"starting: {' '.join(argv)} (in {app})")
+    proc = procs.start("spin", argv, log_path=log_path, env=env, cwd=app)
+    wait_for_port(port, proc, "spin up", log_path, timeout=args.ready_timeout)
+    token = provision_user(port, key, [str(binary), "token", "--user", USER_ID, "--ttl", "12h"],
+                           env)
+    return Kiloclaw(proc, f"http://127.0.0.1:{port}", port, key, token, app, log_path)
 
 
 def http_request(method: str, port: int, path: str, headers: dict, body: bytes | None = None,
@@ -496,8 +560,12 @@ class Scenario:
     conns: int
     body_bytes: int = 0
     expect_bytes: int | None = None
-    targets: tuple[str, ...] = TARGETS
+    targets: tuple[str, ...] = ()  # default: direct, nginx and every app target
     platform: bool = False  # kiloclaw's own platform route (internal key, no proxying)
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            object.__setattr__(self, "targets", ("direct", "nginx", *APP_TARGETS))
 
 
 def scenarios() -> list[Scenario]:
@@ -508,15 +576,15 @@ def scenarios() -> list[Scenario]:
         Scenario("get1m-c16", "GET 1 MiB, c=16", "GET", "/1m", 16, expect_bytes=1 << 20),
         Scenario("post64k-c16", "POST 64 KiB, c=16", "POST", "/post", 16, body_bytes=64 << 10),
         Scenario("status-c16", f"GET /api/platform/status?userId={USER_ID}, c=16", "GET",
-                 f"/api/platform/status?userId={USER_ID}", 16, targets=("kiloclaw",),
+                 f"/api/platform/status?userId={USER_ID}", 16, targets=tuple(APP_TARGETS),
                  platform=True),
         # The cost floors of kiloclaw's path, for the breakdown in docs/benchmarks.md: the host's
         # HTTP server alone (Spin's well-known health, answered without any component), and one
         # component instantiation with the least work (the router's public /health route).
         Scenario("spinhealth-c16", "GET /.well-known/spin/health (host only), c=16", "GET",
-                 "/.well-known/spin/health", 16, targets=("kiloclaw",), platform=True),
+                 "/.well-known/spin/health", 16, targets=tuple(APP_TARGETS), platform=True),
         Scenario("health-c16", "GET /health (one instantiation, no auth), c=16", "GET",
-                 "/health", 16, targets=("kiloclaw",), platform=True),
+                 "/health", 16, targets=tuple(APP_TARGETS), platform=True),
     ]
 
 
@@ -551,26 +619,29 @@ class Bench:
     lua: Path
     upstream: Nginx
     proxy: Nginx
-    kiloclaw: Kiloclaw
+    apps: dict[str, Kiloclaw]  # "kiloclaw" (our host), "spin" (the bundled Spin)
     results: dict = field(default_factory=dict)  # (scenario, target) -> [run dicts]
 
     def port(self, target: str) -> int:
-        return {"direct": self.upstream.port, "nginx": self.proxy.port,
-                "kiloclaw": self.kiloclaw.port}[target]
+        if target in self.apps:
+            return self.apps[target].port
+        return {"direct": self.upstream.port, "nginx": self.proxy.port}[target]
 
     def server_pid(self, target: str) -> int:
-        return {"direct": self.upstream.pid(), "nginx": self.proxy.pid(),
-                "kiloclaw": self.kiloclaw.proc.pid}[target]
+        if target in self.apps:
+            return self.apps[target].proc.pid
+        return {"direct": self.upstream.pid(), "nginx": self.proxy.pid()}[target]
 
-    def headers(self, sc: Scenario) -> dict[str, str]:
+    def headers(self, sc: Scenario, target: str) -> dict[str, str]:
+        app = self.apps.get(target, self.apps["kiloclaw"])
         if sc.platform:
-            return {"x-internal-api-key": self.kiloclaw.key}
-        # Every path gets the same request bytes; only kiloclaw checks the JWT.
-        return {"Authorization": f"Bearer {self.kiloclaw.token}"}
+            return {"x-internal-api-key": app.key}
+        # Every path gets the same request bytes; only the app servers check the JWT.
+        return {"Authorization": f"Bearer {app.token}"}
 
     def check_alive(self) -> None:
         for name, proc in (("upstream nginx", self.upstream.proc), ("proxy nginx", self.proxy.proc),
-                           ("kiloclaw", self.kiloclaw.proc)):
+                           *((name, app.proc) for name, app in self.apps.items())):
             if proc.poll() is not None:
                 raise BenchError(f"{name} exited with {proc.returncode}")
 
@@ -579,7 +650,7 @@ class Bench:
         for sc in scenarios():
             for target in sc.targets:
                 body = b"x" * sc.body_bytes if sc.body_bytes else None
-                headers = dict(self.headers(sc))
+                headers = dict(self.headers(sc, target))
                 if body:
                     headers["Content-Type"] = "application/octet-stream"
                 status, data = http_request(sc.method, self.port(target), sc.path, headers, body)
@@ -606,7 +677,7 @@ class Bench:
     def run(self, sc: Scenario, target: str, duration: int) -> dict:
         self.check_alive()
         env = dict(os.environ, EDGE_METHOD=sc.method, EDGE_BODY_BYTES=str(sc.body_bytes),
-                   EDGE_HEADERS="\n".join(f"{k}: {v}" for k, v in self.headers(sc).items()))
+                   EDGE_HEADERS="\n".join(f"{k}: {v}" for k, v in self.headers(sc, target).items()))
         url = f"http://127.0.0.1:{self.port(target)}{sc.path}"
         argv = [self.wrk, "-t1", f"-c{sc.conns}", f"-d{duration}s", "--timeout", "10s",
                 "-s", str(self.lua), url]
@@ -646,9 +717,13 @@ class Bench:
 
     def memory(self) -> list[tuple[str, str, int, dict]]:
         rows = []
-        for target, procs in (("direct (upstream nginx)", self.upstream.processes()),
-                              ("nginx proxy", self.proxy.processes()),
-                              ("kiloclaw", [("process", self.kiloclaw.proc.pid)])):
+        servers = [("direct (upstream nginx)", self.upstream.processes()),
+                   ("nginx proxy", self.proxy.processes())]
+        for name, app in self.apps.items():
+            # `spin up` serves from trigger processes it starts.
+            children = [("child", c) for c in children_of(app.proc.pid)]
+            servers.append((name, [("process", app.proc.pid), *children]))
+        for target, procs in servers:
             for role, pid in procs:
                 with contextlib.suppress(OSError):
                     rows.append((target, role, pid, memory_kib(pid)))
@@ -700,7 +775,8 @@ def versions(nginx: str, wrk: str) -> dict:
 
 def report(bench: Bench, args, meta: dict) -> str:
     lines = [
-        "# Edge benchmark: direct vs nginx proxy_pass vs kiloclaw up",
+        "# Edge benchmark: direct vs nginx proxy_pass vs kiloclaw up"
+        + (" vs Spin" if "spin" in APP_TARGETS else ""),
         "",
         f"Generated by `python3 bench/edge.py {' '.join(sys.argv[1:])}` on "
         f"{meta['started']} (see `docs/benchmarks.md`).",
@@ -720,10 +796,13 @@ def report(bench: Bench, args, meta: dict) -> str:
         f" `wrk -t1`; medians over rounds",
         f"- Upstream: nginx, `worker_processes {args.upstream_workers}`; nginx proxy: "
         f"`worker_processes auto`, upstream `keepalive`; kiloclaw: `kiloclaw up --proxy-upstream`"
-        f" with the Fly simulator for the Machines API; request logging "
-        f"{'on' if args.request_logs else 'off'} for both",
+        f" with the Fly simulator for the Machines API"
+        + ("; spin: the same components on the bundled Spin (`spin up`, SQLite key-value, "
+           "`kiloclaw fly-sim` for the Machines API)" if "spin" in APP_TARGETS else "")
+        + f"; request logging {'on' if args.request_logs else 'off'} for all",
         "- CPU/req: utime+stime of the server's processes (nginx master+workers; the kiloclaw "
-        "process) over the run ÷ requests; upstream CPU/req likewise for the upstream nginx",
+        "process; `spin up` and its trigger processes) over the run ÷ requests; upstream CPU/req "
+        "likewise for the upstream nginx",
         "",
         "| scenario | path | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | upstream CPU µs/req"
         " | upstream conns | errors |",
@@ -741,20 +820,23 @@ def report(bench: Bench, args, meta: dict) -> str:
                 f"{lat('p99_us')} | {lat('p999_us')} | {fmt(med(runs, 'cpu_us_per_req'), 1)} | "
                 f"{fmt(med(runs, 'upstream_cpu_us_per_req'), 1)} | "
                 f"{fmt(med(runs, 'upstream_conns'))} | {sum(r['errors'] for r in runs)} |")
-        k, n = bench.results.get((sc.key, "kiloclaw")), bench.results.get((sc.key, "nginx"))
-        if k and n:
+        n = bench.results.get((sc.key, "nginx"))
+        for app in APP_TARGETS:
+            k = bench.results.get((sc.key, app))
+            if not (k and n):
+                continue
             summary.append(
-                f"| {sc.title} | {ratio(med(k, 'rps'), med(n, 'rps'))} | "
+                f"| {sc.title} | {app} | {ratio(med(k, 'rps'), med(n, 'rps'))} | "
                 f"{ratio(med(k, 'cpu_us_per_req'), med(n, 'cpu_us_per_req'))} | "
                 f"{ratio(med(k, 'p50_us'), med(n, 'p50_us'))} | "
                 f"{ratio(med(k, 'p99_us'), med(n, 'p99_us'))} |")
     lines += [
         "",
-        "kiloclaw relative to nginx (medians; req/s above 1× = kiloclaw faster, CPU and latency "
-        "above 1× = kiloclaw costlier):",
+        "Relative to nginx (medians; req/s above 1× = faster than nginx, CPU and latency "
+        "above 1× = costlier):",
         "",
-        "| scenario | req/s | CPU/req | p50 | p99 |",
-        "|---|---:|---:|---:|---:|",
+        "| scenario | path | req/s | CPU/req | p50 | p99 |",
+        "|---|---|---:|---:|---:|---:|",
         *summary,
         "",
         "Memory after the last run (VmRSS now / VmHWM peak):",
@@ -809,6 +891,9 @@ def parse_args(argv=None):
     p.add_argument("--ready-timeout", type=float, default=1800,
                    help="seconds allowed for kiloclaw up to be ready, component build included "
                         "[1800]")
+    p.add_argument("--spin", nargs="?", const=str(DEFAULT_SPIN_INSTALLER), metavar="INSTALLER",
+                   help="also run the components on the bundled real Spin; INSTALLER prints its "
+                        f"environment [{DEFAULT_SPIN_INSTALLER}]")
     p.add_argument("--keep-temp", action="store_true",
                    help="keep the temporary directory (configs, logs) for inspection")
     args = p.parse_args(argv)
@@ -862,8 +947,14 @@ def main(argv=None) -> int:
         log(f"upstream nginx on 127.0.0.1:{up_port}, nginx proxy on 127.0.0.1:{proxy_port}")
         kc = start_kiloclaw(procs, binary, tmp / "kiloclaw", up_port, args, args.request_logs)
         log(f"kiloclaw up on {kc.url}, user {USER_ID} provisioned and started")
+        apps = {"kiloclaw": kc}
+        if args.spin:
+            APP_TARGETS.append("spin")
+            apps["spin"] = start_spin(procs, binary, tmp / "spin", up_port, args,
+                                      args.request_logs)
+            log(f"spin up on {apps['spin'].url}, user {USER_ID} provisioned and started")
 
-        bench = Bench(wrk, lua, upstream, proxy, kc)
+        bench = Bench(wrk, lua, upstream, proxy, apps)
         bench.preflight()
         for sc in scenarios():  # warm-up: every path, every scenario, not recorded
             for target in sc.targets:

@@ -247,8 +247,12 @@ async fn gateway_token_route_and_direct_websocket() -> anyhow::Result<()> {
         .await?;
     let body = reply.expect(200)?;
     let expected = sys.expected_gateway_token(user);
+    // The direct WebSocket URL comes along (the simulator's proxy: no per-app host name).
+    let gateway_url = body["gatewayUrl"].as_str().unwrap_or_default();
     ensure!(
-        body == json!({"gatewayToken": expected}),
+        body["gatewayToken"] == json!(expected)
+            && gateway_url.starts_with("ws://127.0.0.1:")
+            && body.as_object().map(|o| o.len()) == Some(2),
         "gateway token body: {body}"
     );
     ensure!(

@@ -134,11 +134,7 @@ async fn secrets_reach_the_gateway_decrypted_and_fly_holds_only_ciphertext() -> 
     system.stop(USER).await?;
     system.start(USER).await?;
     system
-        .platform(
-            Method::POST,
-            "/api/platform/restart",
-            Some(json!({"userId": USER})),
-        )
+        .send(system.as_user(USER, Method::POST, "/api/admin/gateway/restart")?)
         .await?
         .expect(200)?;
     assert_eq!(
