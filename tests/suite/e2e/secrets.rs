@@ -190,7 +190,7 @@ async fn wrong_missing_and_malformed_keys_answer_500_and_change_nothing() -> any
     // A secret encrypted for another deployment's key.
     let mut body = provision_body(&fixtures, "wrong-key-user");
     body["encryptedSecrets"]["FOREIGN"] = serde_json::to_value(
-        &fixtures
+        fixtures
             .bad
             .iter()
             .find(|b| b.name == "wrong_key")
