@@ -102,6 +102,9 @@ async fn walk_through(sys: &System, user: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Longer than the store's default lease wait (90 s), after which a queued start answers 503.
+const QUEUED_START_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// `CONCURRENT_STARTS` starts for one provisioned user, spread over every serving process: each
 /// is answered (200, or 503 busy with Retry-After), and Fly ends up with exactly one machine.
 async fn concurrent_starts_make_one_machine(sys: &System, user: &str) -> anyhow::Result<()> {
@@ -111,9 +114,12 @@ async fn concurrent_starts_make_one_machine(sys: &System, user: &str) -> anyhow:
         .context("an app after provision")?
         .to_owned();
     let starts = (0..CONCURRENT_STARTS).map(|i| {
+        // The starts queue for the user's lease and a queued one may wait the whole lease wait
+        // (90 s) before answering 503, so the client waits longer than that.
         let request = sys
             .request_via(i, Method::POST, "/api/platform/start")
             .header("x-internal-api-key", sys.internal_key())
+            .timeout(QUEUED_START_TIMEOUT)
             .json(&json!({"userId": user}));
         sys.send(request)
     });
