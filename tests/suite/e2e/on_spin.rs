@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use kiloclaw_core::testing::NodeEnvelopes;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -48,9 +49,43 @@ async fn walk_through(sys: &System, user: &str) -> anyhow::Result<()> {
         200,
         json!({"status": "ok", "service": "kiloclaw", "gateway_port": 18789}),
     )?;
-    let sandbox = sys.provision(user).await?;
+    // With a secret and a channel token as the Next.js app sends them (Node-made envelopes).
+    let fixtures = NodeEnvelopes::load();
+    let secret = fixtures.case("unicode");
+    let telegram = fixtures.case("telegram");
+    let sandbox = sys
+        .platform(
+            Method::POST,
+            "/api/platform/provision",
+            Some(json!({
+                "userId": user,
+                "encryptedSecrets": {"WALK_SECRET": secret.envelope},
+                "channels": {"telegramBotToken": telegram.envelope},
+            })),
+        )
+        .await?
+        .expect(201)?["sandboxId"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_default();
     ensure!(sandbox == System::sandbox_id(user), "sandbox id {sandbox}");
     sys.start(user).await?;
+    // Decrypted by the instances component, sealed for Fly, opened by the machine at boot.
+    let env = sys
+        .send(sys.as_user(user, Method::GET, "/_gateway/env")?)
+        .await?
+        .expect(200)?;
+    ensure!(
+        env["WALK_SECRET"] == secret.plaintext.as_str()
+            && env["TELEGRAM_BOT_TOKEN"] == telegram.plaintext.as_str()
+            && env["OPENCLAW_GATEWAY_TOKEN"] == sys.expected_gateway_token(user).as_str(),
+        "the gateway's environment lacks the user's secrets: {:?}",
+        env.as_object().map(|o| o.keys().collect::<Vec<_>>())
+    );
+    ensure!(
+        !sys.sim().state().to_string().contains(&secret.plaintext),
+        "a secret is on Fly in plain text"
+    );
     let status = sys.status(user).await?;
     ensure!(status["status"] == "running", "after start: {status}");
     let machine = status["flyMachineId"]

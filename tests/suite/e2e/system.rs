@@ -198,7 +198,9 @@ impl System {
     /// Starts a simulator and the app in our host with its instance store on `store` (e.g. the
     /// Redis at 127.0.0.1:6379 over the outbound Redis interface).
     pub async fn boot_with_store(store: SpinStore) -> anyhow::Result<Self> {
-        Self::start_app(Fly::start().await?, manifest()?, store.variables()).await
+        let mut variables = store.variables();
+        variables.push(private_key_variable());
+        Self::start_app(Fly::start().await?, manifest()?, variables).await
     }
 
     /// Starts a simulator and the app with extra Spin variables (e.g. `agent_env_vars_private_key`).
@@ -277,6 +279,7 @@ impl System {
         ];
         variables.extend(sim.app_variables());
         variables.extend(store.variables());
+        variables.push(private_key_variable());
         let app_dir = crate::spin::app_dir(state.path())?;
         let mut processes = Vec::new();
         for replica in 0..replicas {
@@ -601,4 +604,12 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
 /// Percent-encodes a query value.
 pub fn urlencode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// `agent_env_vars_private_key` set to the key that opens the Node-made fixture envelopes.
+pub fn private_key_variable() -> (String, String) {
+    (
+        "agent_env_vars_private_key".to_owned(),
+        kiloclaw_core::testing::NodeEnvelopes::load().private_key_pem,
+    )
 }
