@@ -26,44 +26,62 @@ pub(crate) fn build(config: &HostConfig) -> Result<wasmtime::Engine, LoadError> 
     if config.pooling {
         // Why pooling: instantiation from pre-reserved slots takes microseconds, which is what
         // makes "a fresh instance per request" affordable (Spin makes the same choice).
-        let n = config.limits.max_instances.max(1);
-        let reuse = SlotReuse::for_this_kernel();
-        let mut pool = wasmtime::PoolingAllocationConfig::default();
-        pool.total_component_instances(n)
-            // A composed app is several core instances and memories per component instance.
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(4))
-            .total_tables(n.saturating_mul(8))
-            .total_stacks(n)
-            .max_memories_per_component(32)
-            .max_tables_per_component(64)
-            .max_core_instances_per_component(64)
-            .max_component_instance_size(10 * 1024 * 1024)
-            .linear_memory_keep_resident(env_or("KILOCLAW_POOL_KEEP_RESIDENT", reuse.memory))
-            .table_keep_resident(env_or("KILOCLAW_POOL_TABLE_KEEP_RESIDENT", reuse.table))
-            .pagemap_scan(if reuse.pagemap {
-                wasmtime::Enabled::Yes
-            } else {
-                wasmtime::Enabled::No
-            })
-            // Returning a slot's pages (madvise) makes the kernel shoot down TLB entries on every
-            // core; batching the decommits amortises those interrupts over many instances.
-            .decommit_batch_size(env_or(
-                "KILOCLAW_POOL_DECOMMIT_BATCH",
-                DEFAULT_DECOMMIT_BATCH,
-            ));
-        let mut pooled = wasm.clone();
-        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        match wasmtime::Engine::new(&pooled) {
-            Ok(engine) => return Ok(engine),
-            Err(e) => tracing::warn!(
-                tag = "engine",
-                error = %e,
-                reason = "pooling allocator unavailable; falling back to on-demand allocation",
-            ),
+        let mut reuse = SlotReuse::for_this_kernel();
+        loop {
+            let mut pooled = wasm.clone();
+            pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool_config(
+                config.limits.max_instances.max(1),
+                reuse,
+            )));
+            match wasmtime::Engine::new(&pooled) {
+                Ok(engine) => return Ok(engine),
+                // The kernel is new enough but the ioctl is unavailable (e.g. filtered by a
+                // sandbox): reset slots the way older kernels need instead.
+                Err(e) if reuse.pagemap => {
+                    tracing::warn!(tag = "engine", error = %e, reason = "PAGEMAP_SCAN unavailable");
+                    reuse = SlotReuse::WITHOUT_PAGEMAP;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        tag = "engine",
+                        error = %e,
+                        reason = "pooling allocator unavailable; falling back to on-demand allocation",
+                    );
+                    break;
+                }
+            }
         }
     }
     wasmtime::Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))
+}
+
+/// The pool for `n` concurrent component instances, its slots reset as `reuse` says.
+fn pool_config(n: u32, reuse: SlotReuse) -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        // A composed app is several core instances and memories per component instance.
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(4))
+        .total_tables(n.saturating_mul(8))
+        .total_stacks(n)
+        .max_memories_per_component(32)
+        .max_tables_per_component(64)
+        .max_core_instances_per_component(64)
+        .max_component_instance_size(10 * 1024 * 1024)
+        .linear_memory_keep_resident(env_or("KILOCLAW_POOL_KEEP_RESIDENT", reuse.memory))
+        .table_keep_resident(env_or("KILOCLAW_POOL_TABLE_KEEP_RESIDENT", reuse.table))
+        .pagemap_scan(if reuse.pagemap {
+            wasmtime::Enabled::Yes
+        } else {
+            wasmtime::Enabled::No
+        })
+        // Returning a slot's pages (madvise) makes the kernel shoot down TLB entries on every
+        // core; batching the decommits amortises those interrupts over many instances.
+        .decommit_batch_size(env_or(
+            "KILOCLAW_POOL_DECOMMIT_BATCH",
+            DEFAULT_DECOMMIT_BATCH,
+        ));
+    pool
 }
 
 /// A `usize` tuning knob from the environment, for experiments (docs/benchmarks.md).
@@ -96,6 +114,13 @@ struct SlotReuse {
 }
 
 impl SlotReuse {
+    /// Nothing kept resident: every page returned with `madvise`.
+    const WITHOUT_PAGEMAP: Self = Self {
+        memory: 0,
+        table: 0,
+        pagemap: false,
+    };
+
     fn for_this_kernel() -> Self {
         let pagemap = match std::env::var("KILOCLAW_POOL_PAGEMAP").as_deref() {
             Ok("0") => false,
@@ -110,11 +135,7 @@ impl SlotReuse {
                 pagemap,
             }
         } else {
-            Self {
-                memory: 0,
-                table: 0,
-                pagemap,
-            }
+            Self::WITHOUT_PAGEMAP
         }
     }
 }
