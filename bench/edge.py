@@ -409,16 +409,22 @@ class Kiloclaw:
     log_path: Path
 
 
+def controlled_env(base, request_logs: bool) -> dict[str, str]:
+    """`base` without the caller's SPIN_VARIABLE_* or runtime config, with the log level the
+    benchmark wants: the app servers run on dev secrets and the default key-value store."""
+    env = {k: v for k, v in base.items()
+           if not k.startswith("SPIN_VARIABLE_") and k not in ("RUNTIME_CONFIG_FILE",
+                                                               "SPIN_HTTP_LISTEN_ADDR")}
+    env["RUST_LOG"] = "info" if request_logs else "warn"
+    return env
+
+
 def start_kiloclaw(procs: Processes, binary: Path, dir_: Path, upstream_port: int, args,
                    request_logs: bool) -> Kiloclaw:
     dir_.mkdir(parents=True, mode=0o700)  # the state dir holds the generated secrets
     state = dir_ / "state"
     out_path, log_path = dir_ / "stdout.log", dir_ / "stderr.log"
-    # A controlled environment: no SPIN_VARIABLE_* or runtime config of the caller's.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SPIN_VARIABLE_") and k not in ("RUNTIME_CONFIG_FILE",
-                                                               "SPIN_HTTP_LISTEN_ADDR")}
-    env["RUST_LOG"] = "info" if request_logs else "warn"
+    env = controlled_env(os.environ, request_logs)
     argv = [str(binary), "up", "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0",
             "--proxy-upstream", f"http://127.0.0.1:{upstream_port}",
             "--manifest", str(REPO / "spin.toml"), "--state-dir", str(state)]
@@ -488,10 +494,7 @@ def start_spin(procs: Processes, binary: Path, dir_: Path, upstream_port: int, a
     """The same components on the bundled real Spin (`spin up` on the repository's spin.toml),
     with `kiloclaw fly-sim` for the Machines API and the upstream as the Fly proxy."""
     dir_.mkdir(parents=True, mode=0o700)
-    env = {k: v for k, v in spin_environment(Path(args.spin)).items()
-           if not k.startswith("SPIN_VARIABLE_") and k not in ("RUNTIME_CONFIG_FILE",
-                                                               "SPIN_HTTP_LISTEN_ADDR")}
-    env["RUST_LOG"] = "info" if request_logs else "warn"
+    env = controlled_env(spin_environment(Path(args.spin)), request_logs)
     sim_port = free_port()
     sim_log = dir_ / "fly-sim.log"
     sim = procs.start("fly-sim", [str(binary), "fly-sim", "--listen", f"127.0.0.1:{sim_port}"],

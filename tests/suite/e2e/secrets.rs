@@ -182,6 +182,31 @@ async fn snapshot(system: &System, user: &str) -> anyhow::Result<(Value, Value, 
     Ok((status, config, system.sim().machines().await?.len()))
 }
 
+/// Provisions `body`, then starts its user: the start must answer 500 and leave the status, the
+/// config and Fly's machines as they were. Returns the error body.
+async fn start_fails_and_changes_nothing(system: &System, body: Value) -> anyhow::Result<Value> {
+    let user = body["userId"].as_str().unwrap_or_default().to_owned();
+    system
+        .platform(Method::POST, "/api/platform/provision", Some(body))
+        .await?
+        .expect(201)?;
+    let before = snapshot(system, &user).await?;
+    let error = system
+        .platform(
+            Method::POST,
+            "/api/platform/start",
+            Some(json!({"userId": user})),
+        )
+        .await?
+        .expect(500)?;
+    assert_eq!(
+        snapshot(system, &user).await?,
+        before,
+        "nothing stored changed"
+    );
+    Ok(error)
+}
+
 #[tokio::test]
 async fn wrong_missing_and_malformed_keys_answer_500_and_change_nothing() -> anyhow::Result<()> {
     let fixtures = NodeEnvelopes::load();
@@ -196,51 +221,21 @@ async fn wrong_missing_and_malformed_keys_answer_500_and_change_nothing() -> any
             .find(|b| b.name == "wrong_key")
             .map(|b| &b.envelope),
     )?;
-    system
-        .platform(Method::POST, "/api/platform/provision", Some(body))
-        .await?
-        .expect(201)?;
-    let before = snapshot(&system, "wrong-key-user").await?;
-    let reply = system
-        .platform(
-            Method::POST,
-            "/api/platform/start",
-            Some(json!({"userId": "wrong-key-user"})),
-        )
-        .await?;
-    let error = reply.expect(500)?;
+    let error = start_fails_and_changes_nothing(&system, body).await?;
     let message = error["error"].as_str().unwrap_or_default();
     assert!(
         message.starts_with("Decryption failed: encryptedSecrets.FOREIGN: "),
         "{error}"
     );
-    assert_eq!(
-        snapshot(&system, "wrong-key-user").await?,
-        before,
-        "nothing stored changed"
-    );
 
     // An envelope whose data is not base64 (accepted at ingest, which checks only the shape).
     let mut body = provision_body(&fixtures, "malformed-user");
     body["channels"]["discordBotToken"]["encryptedData"] = json!("%%% not base64 %%%");
-    system
-        .platform(Method::POST, "/api/platform/provision", Some(body))
-        .await?
-        .expect(201)?;
-    let before = snapshot(&system, "malformed-user").await?;
-    let error = system
-        .platform(
-            Method::POST,
-            "/api/platform/start",
-            Some(json!({"userId": "malformed-user"})),
-        )
-        .await?
-        .expect(500)?;
+    let error = start_fails_and_changes_nothing(&system, body).await?;
     assert_eq!(
         error,
         json!({"error": "Decryption failed: channels.discordBotToken: encryptedData is not valid base64"})
     );
-    assert_eq!(snapshot(&system, "malformed-user").await?, before);
     for secret in fixtures.ok.iter().filter(|c| !c.plaintext.is_empty()) {
         assert!(
             !message.contains(&secret.plaintext),
@@ -252,27 +247,10 @@ async fn wrong_missing_and_malformed_keys_answer_500_and_change_nothing() -> any
 
     // A deployment without the private key.
     let keyless = System::boot().await?;
-    keyless
-        .platform(
-            Method::POST,
-            "/api/platform/provision",
-            Some(provision_body(&fixtures, USER)),
-        )
-        .await?
-        .expect(201)?;
-    let before = snapshot(&keyless, USER).await?;
-    let error = keyless
-        .platform(
-            Method::POST,
-            "/api/platform/start",
-            Some(json!({"userId": USER})),
-        )
-        .await?
-        .expect(500)?;
+    let error = start_fails_and_changes_nothing(&keyless, provision_body(&fixtures, USER)).await?;
     assert_eq!(
         error,
         json!({"error": "AGENT_ENV_VARS_PRIVATE_KEY is required to decrypt encrypted secrets"})
     );
-    assert_eq!(snapshot(&keyless, USER).await?, before);
     Ok(())
 }

@@ -93,6 +93,30 @@ impl Instances<'_> {
         })
     }
 
+    /// Builds (and decrypts) the machine env of a provisioned record before any lease or Fly call, so a
+    /// missing private key, a wrong one or a malformed envelope fails the start with nothing stored
+    /// changed and a running machine left running. The env is reused under the lease when the record's
+    /// env inputs are unchanged by then.
+    fn prepare_env(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<(InstanceRecord, MachineEnv)>, LifecycleError> {
+        let Some(snapshot) = self.store().load(user_id)? else {
+            return Ok(None);
+        };
+        let record = snapshot.record;
+        if !record.is_provisioned()
+            || record.sandbox_id.is_empty()
+            || record.status == Some(InstanceState::Destroying)
+        {
+            return Ok(None);
+        }
+        let env = build_env(&record, self.settings, self.decryptor).inspect_err(|error| {
+            tracing::warn!(tag = "lifecycle", action = "machine_env_failed", user_id, error = %error);
+        })?;
+        Ok(Some((record, env)))
+    }
+
     /// `start(userId)`: ensures the volume, then starts the existing machine or creates one, with
     /// capacity recovery; records `running` only when Fly confirms `started`.
     pub fn start(&self, user_id: &str) -> Result<(), LifecycleError> {
@@ -413,32 +437,6 @@ fn check_volume_region(session: &mut Session<'_, '_>) -> Result<(), LifecycleErr
             tracing::warn!(tag = "lifecycle", action = "volume_check_failed", error = %error);
             Ok(())
         }
-    }
-}
-
-impl Instances<'_> {
-    /// Builds (and decrypts) the machine env of a provisioned record before any lease or Fly call, so a
-    /// missing private key, a wrong one or a malformed envelope fails the start with nothing stored
-    /// changed and a running machine left running. The env is reused under the lease when the record's
-    /// env inputs are unchanged by then.
-    fn prepare_env(
-        &self,
-        user_id: &str,
-    ) -> Result<Option<(InstanceRecord, MachineEnv)>, LifecycleError> {
-        let Some(snapshot) = self.store().load(user_id)? else {
-            return Ok(None);
-        };
-        let record = snapshot.record;
-        if !record.is_provisioned()
-            || record.sandbox_id.is_empty()
-            || record.status == Some(InstanceState::Destroying)
-        {
-            return Ok(None);
-        }
-        let env = build_env(&record, self.settings, self.decryptor).inspect_err(|error| {
-            tracing::warn!(tag = "lifecycle", action = "machine_env_failed", user_id, error = %error);
-        })?;
-        Ok(Some((record, env)))
     }
 }
 

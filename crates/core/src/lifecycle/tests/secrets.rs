@@ -61,6 +61,17 @@ fn machine_env(world: &World) -> BTreeMap<String, String> {
     machine.config.expect("config").env
 }
 
+/// A world whose user is provisioned with [`secret_config`].
+fn provisioned_with_secrets() -> (World, NodeEnvelopes) {
+    let world = World::new();
+    let fixtures = NodeEnvelopes::load();
+    world
+        .instances()
+        .provision(USER, &secret_config(&fixtures))
+        .expect("provision");
+    (world, fixtures)
+}
+
 fn start_with(world: &World, pem: &str) -> Result<(), LifecycleError> {
     let decryptor = RsaEnvelopeDecryptor::new(pem, &world.random);
     world.instances().with_decryptor(&decryptor).start(USER)
@@ -68,12 +79,7 @@ fn start_with(world: &World, pem: &str) -> Result<(), LifecycleError> {
 
 #[test]
 fn start_seals_every_sensitive_value_and_the_machine_can_open_them() {
-    let world = World::new();
-    let fixtures = NodeEnvelopes::load();
-    world
-        .instances()
-        .provision(USER, &secret_config(&fixtures))
-        .expect("provision");
+    let (world, fixtures) = provisioned_with_secrets();
     start_with(&world, &fixtures.private_key_pem).expect("start");
 
     let env = machine_env(&world);
@@ -131,12 +137,7 @@ fn start_seals_every_sensitive_value_and_the_machine_can_open_them() {
 
 #[test]
 fn the_env_key_secret_is_set_once_and_machines_require_its_version() {
-    let world = World::new();
-    let fixtures = NodeEnvelopes::load();
-    world
-        .instances()
-        .provision(USER, &secret_config(&fixtures))
-        .expect("provision");
+    let (world, fixtures) = provisioned_with_secrets();
     start_with(&world, &fixtures.private_key_pem).expect("start");
     assert_eq!(world.fly.count(FlyCall::SetSecret), 1);
     let version = world
@@ -179,12 +180,7 @@ fn stored(world: &World) -> Vec<u8> {
 
 #[test]
 fn missing_wrong_and_malformed_keys_fail_the_start_and_change_nothing() {
-    let world = World::new();
-    let fixtures = NodeEnvelopes::load();
-    world
-        .instances()
-        .provision(USER, &secret_config(&fixtures))
-        .expect("provision");
+    let (world, fixtures) = provisioned_with_secrets();
     let before = stored(&world);
     let calls_before = world.fly.calls().len();
 
@@ -240,12 +236,7 @@ fn missing_wrong_and_malformed_keys_fail_the_start_and_change_nothing() {
 
 #[test]
 fn a_restart_with_undecryptable_secrets_leaves_the_machine_running() {
-    let world = World::new();
-    let fixtures = NodeEnvelopes::load();
-    world
-        .instances()
-        .provision(USER, &secret_config(&fixtures))
-        .expect("provision");
+    let (world, fixtures) = provisioned_with_secrets();
     start_with(&world, &fixtures.private_key_pem).expect("start");
     let before = stored(&world);
     let decryptor = RsaEnvelopeDecryptor::new(&fixtures.other_private_key_pem, &world.random);
