@@ -25,6 +25,8 @@ const VARIABLES: &[&str] = &[
     "worker_env",
     "dev_mode",
     "database_url",
+    "database_outbound_host",
+    "revocation_cache_ttl_seconds",
     "kilocode_api_base_url",
     "telegram_dm_policy",
     "discord_dm_policy",

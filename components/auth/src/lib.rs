@@ -4,16 +4,28 @@
 //! between requests), takes the token from the raw headers with `kiloclaw_core::edge::credentials`,
 //! and verifies it with `kiloclaw_core::auth`. The clock is the host's wall clock.
 //!
-//! The token-revocation check (the user's `api_token_pepper` in PostgreSQL) belongs between token
-//! verification and success in [`authenticate`]; it runs only when `database_url` is set, and this
-//! version has no PostgreSQL client yet, so with `database_url` set it answers
-//! `revocation-unavailable` rather than silently accepting a possibly revoked token.
+//! With `database_url` set, a verified token must also pass the revocation check
+//! (`kiloclaw_core::signin::revocation`: the user's `api_token_pepper` in PostgreSQL, cached in
+//! key-value for `revocation_cache_ttl_seconds`), and access codes are redeemed in PostgreSQL.
+//! Without it (local runs) there is no revocation check and access codes live in the app's
+//! key-value store (`kiloclaw_core::signin::access_codes`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kiloclaw_core::auth::{JwtVerifier, TokenError};
+use kiloclaw_core::auth::{JwtVerifier, TokenError, VerifiedClaims};
+use kiloclaw_core::clock::{Clock, SystemClock};
 use kiloclaw_core::edge::credentials::session_token;
 use kiloclaw_core::ids;
+use kiloclaw_core::kv::KeyValue;
+use kiloclaw_core::signin::access_codes::KvAccessCodes;
+use kiloclaw_core::signin::attempts::{AttemptLimiter, AttemptLimits};
+use kiloclaw_core::signin::redeem::{
+    IssueError as CoreIssueError, RedeemError as CoreRedeemError, SignIn,
+};
+use kiloclaw_core::signin::revocation::{DEFAULT_CACHE_TTL, RevocationCheck, RevocationError};
+use kiloclaw_core::signin::{AccessCodeStore, UserDirectory};
+use kiloclaw_spin_adapters::postgres::Database;
+use kiloclaw_spin_adapters::{HostRandom, install_logger, kv};
 
 #[allow(
     unsafe_code,
@@ -32,7 +44,8 @@ mod bindings {
 }
 
 use bindings::exports::kiloclaw::auth::auth::{
-    AuthError, Credentials, GatewayTokenError, Guest, InternalKeyError, Principal,
+    AuthError, Credentials, GatewayTokenError, Guest, InternalKeyError, IssueError, IssuedCode,
+    Principal, RedeemError, Session,
 };
 
 /// The synthetic user `dev_mode` authenticates every request as (original §2.1 step 1).
@@ -42,9 +55,7 @@ struct AuthComponent;
 
 /// A Spin variable, `None` when unset, empty, or not visible to this component.
 fn setting(name: &str) -> Option<String> {
-    spin_sdk::variables::get(name)
-        .ok()
-        .filter(|value| !value.is_empty())
+    kiloclaw_spin_adapters::variable(name)
 }
 
 fn now_seconds() -> u64 {
@@ -68,13 +79,14 @@ fn principal_for(user_id: String, dev_mode: bool) -> Result<Principal, AuthError
 }
 
 /// Verifies the session token in `credentials`: signature, expiry, version, env.
-fn verify(credentials: &Credentials) -> Result<Principal, AuthError> {
+fn verify(credentials: &Credentials) -> Result<VerifiedClaims, AuthError> {
     let Some(secret) = setting("nextauth_secret") else {
         return Err(AuthError::NotConfigured);
     };
     let verifier = JwtVerifier::new(&secret, setting("worker_env")).map_err(|error| {
         // Logged, not returned: the caller only learns that the server is misconfigured.
-        eprintln!("{{\"tag\":\"auth\",\"action\":\"config_rejected\",\"reason\":\"{error}\"}}");
+        install_logger();
+        tracing::error!(tag = "auth", action = "config_rejected", reason = %error);
         AuthError::NotConfigured
     })?;
     let token = session_token(
@@ -82,10 +94,83 @@ fn verify(credentials: &Credentials) -> Result<Principal, AuthError> {
         credentials.cookie.as_deref(),
     )
     .ok_or(AuthError::MissingToken)?;
-    let claims = verifier
+    verifier
         .verify(token, now_seconds())
-        .map_err(|error: TokenError| AuthError::InvalidToken(error.to_string()))?;
+        .map_err(|error: TokenError| AuthError::InvalidToken(error.to_string()))
+}
+
+/// `revocation_cache_ttl_seconds`, or the default; a value that is not a number of seconds is
+/// a configuration error, refused rather than guessed.
+fn cache_ttl() -> Result<Duration, AuthError> {
+    match setting("revocation_cache_ttl_seconds") {
+        None => Ok(DEFAULT_CACHE_TTL),
+        Some(value) => value.parse::<u64>().map(Duration::from_secs).map_err(|_| {
+            tracing::error!(
+                tag = "auth",
+                action = "config_rejected",
+                reason = "revocation_cache_ttl_seconds is not a whole number of seconds"
+            );
+            AuthError::NotConfigured
+        }),
+    }
+}
+
+/// The token verified, then (with a database) checked against the user's current pepper.
+fn verify_and_check(credentials: &Credentials) -> Result<Principal, AuthError> {
+    let claims = verify(credentials)?;
+    if let Some(database) = Database::configured() {
+        install_logger();
+        let ttl = cache_ttl()?;
+        let bucket = kv::open_configured().map_err(|error| {
+            tracing::error!(tag = "auth", action = "store_unavailable", reason = %error);
+            AuthError::RevocationUnavailable
+        })?;
+        let check = RevocationCheck {
+            directory: &database,
+            kv: bucket.as_ref(),
+            ttl,
+        };
+        check
+            .check(&claims.user_id, claims.api_token_pepper.as_deref(), SystemClock.now_ms())
+            .map_err(|error| match error {
+                RevocationError::UserNotFound => AuthError::UserNotFound,
+                RevocationError::TokenRevoked => AuthError::TokenRevoked,
+                RevocationError::Unavailable(reason) => {
+                    tracing::error!(tag = "auth", action = "revocation_unavailable", reason = %reason);
+                    AuthError::RevocationUnavailable
+                }
+            })?;
+    }
     principal_for(claims.user_id, false)
+}
+
+/// Runs `body` with sign-in wired to the configured stores: PostgreSQL's tables when
+/// `database_url` is set, the app's key-value store otherwise.
+fn with_sign_in<T>(unavailable: impl Fn(String) -> T, body: impl FnOnce(&SignIn<'_>) -> T) -> T {
+    install_logger();
+    let bucket = match kv::open_configured() {
+        Ok(bucket) => bucket,
+        Err(error) => return unavailable(error.to_string()),
+    };
+    let database = Database::configured();
+    let local_codes = KvAccessCodes::new(bucket.as_ref());
+    let codes: &dyn AccessCodeStore = match &database {
+        Some(database) => database,
+        None => &local_codes,
+    };
+    let secret = setting("nextauth_secret");
+    let worker_env = setting("worker_env");
+    let sign_in = SignIn {
+        codes,
+        directory: database.as_ref().map(|d| d as &dyn UserDirectory),
+        limiter: AttemptLimiter {
+            kv: bucket.as_ref() as &dyn KeyValue,
+            limits: AttemptLimits::default(),
+        },
+        nextauth_secret: secret.as_deref(),
+        worker_env: worker_env.as_deref(),
+    };
+    body(&sign_in)
 }
 
 impl Guest for AuthComponent {
@@ -93,17 +178,63 @@ impl Guest for AuthComponent {
         if dev_mode() {
             return principal_for(DEV_USER_ID.to_owned(), true);
         }
-        let principal = verify(&credentials)?;
-        if setting("database_url").is_some() {
-            // The revocation check needs the PostgreSQL client that a later version adds; refusing
-            // is the safe answer until then (a revoked token must never pass).
-            return Err(AuthError::RevocationUnavailable);
-        }
-        Ok(principal)
+        verify_and_check(&credentials)
     }
 
     fn verify_session(credentials: Credentials) -> Result<Principal, AuthError> {
-        verify(&credentials)
+        verify_and_check(&credentials)
+    }
+
+    fn redeem_access_code(
+        code: String,
+        user_id: String,
+        client_address: Option<String>,
+    ) -> Result<Session, RedeemError> {
+        with_sign_in(
+            |reason| Err(RedeemError::Unavailable(reason)),
+            |sign_in| {
+                let session = sign_in
+                    .redeem(
+                        &code,
+                        &user_id,
+                        client_address.as_deref(),
+                        SystemClock.now_ms(),
+                    )
+                    .map_err(|error| match error {
+                        CoreRedeemError::MissingFields => RedeemError::MissingFields,
+                        CoreRedeemError::RateLimited(limited) => {
+                            RedeemError::RateLimited(limited.retry_after_s)
+                        }
+                        CoreRedeemError::InvalidCode => RedeemError::InvalidCode,
+                        CoreRedeemError::UserNotFound => RedeemError::UserNotFound,
+                        CoreRedeemError::Unavailable(reason) => RedeemError::Unavailable(reason),
+                        CoreRedeemError::NotConfigured => RedeemError::NotConfigured,
+                    })?;
+                Ok(Session {
+                    token: session.token,
+                    user_id: session.user_id,
+                    sandbox_id: session.sandbox_id,
+                })
+            },
+        )
+    }
+
+    fn issue_access_code(user_id: String) -> Result<IssuedCode, IssueError> {
+        with_sign_in(
+            |reason| Err(IssueError::Unavailable(reason)),
+            |sign_in| {
+                let issued = sign_in
+                    .issue(&user_id, &HostRandom, SystemClock.now_ms())
+                    .map_err(|error| match error {
+                        CoreIssueError::InvalidUser(reason) => IssueError::InvalidUser(reason),
+                        CoreIssueError::Unavailable(reason) => IssueError::Unavailable(reason),
+                    })?;
+                Ok(IssuedCode {
+                    code: issued.code,
+                    expires_at_ms: issued.expires_at_ms,
+                })
+            },
+        )
     }
 
     fn check_internal_key(presented: Option<String>) -> Result<(), InternalKeyError> {

@@ -2,61 +2,20 @@
 //! deployment settings (Spin variables) and a Fly API client. Built afresh per call; components keep
 //! no state between calls.
 
-use kiloclaw_core::clock::{Random, SystemClock};
+use kiloclaw_core::clock::SystemClock;
 use kiloclaw_core::fly::{DEFAULT_BASE_URL, FlyClient, FlyClientConfig};
 use kiloclaw_core::settings::Settings;
 
 use crate::bindings::exports::kiloclaw::instances::instances::InstanceError;
 use crate::errors;
-use crate::kv::Bucket;
 use crate::transport::WasiHttpTransport;
+use kiloclaw_spin_adapters::kv::Bucket;
 
-/// A Spin variable, `None` when unset, empty, or not visible to this component.
-pub fn variable(name: &str) -> Option<String> {
-    spin_sdk::variables::get(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
+pub use kiloclaw_spin_adapters::{HostRandom, install_logger, variable};
 
-/// Randomness from the host (`wasi:random`): lease owner ids and reconcile jitter.
-pub struct HostRandom;
-
-impl Random for HostRandom {
-    fn next_u64(&self) -> u64 {
-        wasi::random::random::get_random_u64()
-    }
-}
-
-/// Sends the core's `tracing` events (one JSON line per reconcile decision and lifecycle step) to
-/// stderr, which Spin hosts collect as the component's log. Installed once per instance.
-fn install_logger() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        // A host that already installed a subscriber keeps it.
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_target(false)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(std::io::stderr)
-            .try_init();
-    });
-}
-
-/// The key prefix under which the store lives in a shared Redis when `store_redis_key_prefix` is unset.
-const DEFAULT_REDIS_KEY_PREFIX: &str = "kiloclaw:";
-
-/// The store the `store_redis_url` variable selects (see [`Bucket`]).
+/// The store the `store_redis_url` variable selects.
 pub fn open_bucket() -> Result<Bucket, InstanceError> {
-    let redis_url = variable("store_redis_url");
-    let prefix = variable("store_redis_key_prefix");
-    let redis = redis_url
-        .as_deref()
-        .map(|url| (url, prefix.as_deref().unwrap_or(DEFAULT_REDIS_KEY_PREFIX)));
-    crate::kv::open(redis).map_err(errors::from_kv)
+    kiloclaw_spin_adapters::kv::open_configured().map_err(errors::from_kv)
 }
 
 /// Everything a lifecycle operation needs.

@@ -1,8 +1,9 @@
 //! The `instances` component: exports `kiloclaw:instances/instances` (see `wit/deps/instances/instances.wit`).
 //!
 //! A thin adapter around `kiloclaw_core`: it implements the core's boundary traits over Spin —
-//! [`kv::Bucket`] (`KeyValue` over `wasi:keyvalue` store + atomics + batch, bucket `default`, or over
-//! outbound Redis with [`redis_store`]),
+//! `kiloclaw_spin_adapters::kv::Bucket` (`KeyValue` over `wasi:keyvalue` store + atomics + batch,
+//! bucket `default`, or over outbound Redis), the registry of instances in PostgreSQL (when
+//! `database_url` is set, for restoring lost records),
 //! [`transport::WasiHttpTransport`] (`HttpTransport` over `wasi:http/outgoing-handler`) and the
 //! core's `SystemClock` — reads its settings from Spin variables ([`context`]), runs the core's
 //! operations, and maps results and errors to the WIT types ([`views`], [`errors`]). Every failure
@@ -10,9 +11,7 @@
 
 mod context;
 mod errors;
-mod kv;
 mod ops;
-mod redis_store;
 mod transport;
 mod views;
 

@@ -33,6 +33,11 @@ fn with_instances<T>(
     if let Some(decryptor) = &decryptor {
         instances = instances.with_decryptor(decryptor);
     }
+    // Connected only if `start` finds no record (restore, §4.6).
+    let registry = kiloclaw_spin_adapters::postgres::Database::configured();
+    if let Some(registry) = &registry {
+        instances = instances.with_registry(registry);
+    }
     operation(&instances).map_err(errors::from_lifecycle)
 }
 

@@ -1,14 +1,15 @@
 //! The access gateway (`/kilo-access-gateway`, public): the dashboard's "Open" link lands here
 //! (original-behaviour.md §1.1).
 //!
-//! GET: with a valid session cookie for the same user, redirect into the Control UI with the gateway
-//! token and the direct gateway URL in the fragment; otherwise show the access-code form.
-//! POST: redeeming an access code needs PostgreSQL (`database_url`), which a later version adds;
-//! until then it answers the original's "Server configuration error." page (500) after validating
-//! the form, so nothing is half-done.
+//! GET: with a valid, unrevoked session cookie for the same user, redirect into the Control UI with
+//! the gateway token and the direct gateway URL in the fragment; otherwise show the access-code form.
+//! POST: the auth component redeems the one-time code (PostgreSQL with `database_url`, else the
+//! app's key-value store) under per-user and per-address attempt limits; success sets the
+//! `kiloclaw-auth` cookie and sends the browser on to the Control UI.
 
 use kiloclaw_core::edge::access_gateway::{
-    MISSING_FIELDS, SERVER_CONFIGURATION, control_ui_location, form_page,
+    INVALID_CODE, MISSING_FIELDS, SERVER_CONFIGURATION, USER_NOT_FOUND, accepted_page,
+    control_ui_location, form_page, session_cookie,
 };
 use kiloclaw_core::edge::body::{form_pairs, query_param};
 use kiloclaw_core::edge::credentials::{SESSION_COOKIE, cookie_value};
@@ -16,7 +17,7 @@ use kiloclaw_core::edge::proxy::direct_gateway_url;
 
 use crate::dispatch::log_event;
 use crate::http::{Reply, Request};
-use crate::imports::{Credentials, auth, instances};
+use crate::imports::{Credentials, RedeemError, auth, instances};
 use crate::settings;
 
 /// `GET /kilo-access-gateway?userId=…`.
@@ -31,7 +32,8 @@ pub fn form(request: &Request) -> Reply {
     };
     let cookie = request.cookie_header();
     if cookie_value(cookie.as_deref(), SESSION_COOKIE).is_some() {
-        // Only the cookie counts here (not a Bearer header), and no revocation check (as the original).
+        // Only the cookie counts here (not a Bearer header). Unlike the original, the revocation
+        // check applies: a revoked cookie gets the form, not the gateway token.
         let credentials = Credentials {
             authorization: None,
             cookie: cookie.clone(),
@@ -69,20 +71,48 @@ pub fn redeem(request: &Request) -> Reply {
             .map(|(_, value)| value.trim().to_owned())
             .unwrap_or_default()
     };
-    let code = field("code").to_uppercase();
+    let code = field("code");
     let user_id = field("userId");
-    if code.is_empty() || user_id.is_empty() {
-        return Reply::html(400, form_page(&user_id, Some(MISSING_FIELDS)));
+    let client_address = request.header("spin-client-addr").map(str::to_owned);
+    match auth::redeem_access_code(&code, &user_id, client_address.as_deref()) {
+        Ok(session) => {
+            let secure = settings::get("worker_env").as_deref() != Some("development");
+            let location = redirect_target(&session.user_id, &session.sandbox_id);
+            Reply::html(200, accepted_page(&location))
+                .with_header("set-cookie", &session_cookie(&session.token, secure))
+                .with_header("cache-control", "no-store")
+        }
+        Err(RedeemError::MissingFields) => {
+            Reply::html(400, form_page(&user_id, Some(MISSING_FIELDS)))
+        }
+        Err(RedeemError::InvalidCode) => Reply::html(401, form_page(&user_id, Some(INVALID_CODE))),
+        Err(RedeemError::UserNotFound) => {
+            Reply::html(401, form_page(&user_id, Some(USER_NOT_FOUND)))
+        }
+        Err(RedeemError::RateLimited(retry_after_s)) => Reply::html(
+            429,
+            form_page(&user_id, Some(&too_many_attempts(retry_after_s))),
+        )
+        .with_header("retry-after", &retry_after_s.to_string()),
+        Err(RedeemError::NotConfigured) => {
+            Reply::html(500, form_page(&user_id, Some(SERVER_CONFIGURATION)))
+        }
+        Err(RedeemError::Unavailable(reason)) => {
+            log_event(
+                "access_gateway",
+                &[("action", "redeem_unavailable"), ("reason", &reason)],
+            );
+            Reply::html(500, form_page(&user_id, Some(SIGN_IN_UNAVAILABLE)))
+        }
     }
-    if settings::get("database_url").is_none() || settings::get("nextauth_secret").is_none() {
-        return Reply::html(500, form_page(&user_id, Some(SERVER_CONFIGURATION)));
-    }
-    log_event(
-        "access_gateway",
-        &[
-            ("action", "redeem_unavailable"),
-            ("reason", "no PostgreSQL client in this version"),
-        ],
-    );
-    Reply::html(500, form_page(&user_id, Some(SERVER_CONFIGURATION)))
+}
+
+/// Shown when the store of codes or the user table cannot be asked.
+const SIGN_IN_UNAVAILABLE: &str = "Sign-in is temporarily unavailable. Please try again shortly.";
+
+/// Shown with a 429, in whole minutes rounded up.
+fn too_many_attempts(retry_after_s: u64) -> String {
+    let minutes = retry_after_s.div_ceil(60).max(1);
+    let unit = if minutes == 1 { "minute" } else { "minutes" };
+    format!("Too many attempts. Please try again in {minutes} {unit}.")
 }

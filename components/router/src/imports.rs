@@ -4,6 +4,7 @@ use kiloclaw_core::edge::errors::{EdgeError, FieldError};
 
 pub use crate::bindings::kiloclaw::auth::auth::{self, Credentials, Principal};
 use crate::bindings::kiloclaw::auth::auth::{AuthError, GatewayTokenError, InternalKeyError};
+pub use crate::bindings::kiloclaw::auth::auth::{IssueError, RedeemError};
 use crate::bindings::kiloclaw::instances::instances::InstanceError;
 pub use crate::bindings::kiloclaw::instances::instances::{self, InstanceStatus};
 use crate::bindings::kiloclaw::types::types::Lifecycle;

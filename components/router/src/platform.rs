@@ -8,7 +8,7 @@ use kiloclaw_core::edge::routes::PlatformRoute;
 use serde_json::json;
 
 use crate::http::{Reply, Request};
-use crate::imports::{self, auth, instances};
+use crate::imports::{self, IssueError, auth, instances};
 use crate::settings;
 
 /// Default and ceiling of the reconcile budget a caller may ask for: under typical gateway
@@ -191,7 +191,29 @@ fn respond(route: PlatformRoute, request: &Request) -> Result<Reply, EdgeError> 
             ))
         }
         PlatformRoute::Reconcile => reconcile(request),
+        PlatformRoute::AccessCode => issue_access_code(request),
     }
+}
+
+/// `POST /api/platform/access-code` `{"userId": …}` → 201 `{"code", "expiresAt"}`: a one-time code
+/// for the access gateway, in the store the gateway redeems from.
+fn issue_access_code(request: &Request) -> Result<Reply, EdgeError> {
+    let (user_id, _) = body_with_user(request)?;
+    let issued = auth::issue_access_code(&user_id).map_err(|error| match error {
+        IssueError::InvalidUser(message) => {
+            EdgeError::InvalidRequest(vec![kiloclaw_core::edge::errors::FieldError {
+                field: "userId".to_owned(),
+                message,
+            }])
+        }
+        IssueError::Unavailable(detail) => EdgeError::StoreUnavailable(detail),
+    })?;
+    let expires_at = chrono::DateTime::from_timestamp_millis(issued.expires_at_ms)
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    Ok(Reply::json(
+        201,
+        &json!({"code": issued.code, "expiresAt": expires_at}),
+    ))
 }
 
 /// `POST /api/platform/reconcile`: `{"userId": …}` reconciles that instance now; otherwise

@@ -25,6 +25,8 @@ pub enum Command {
     FlySim(FlySimArgs),
     /// Write pre-composed router and reconciler components for Spin hosts that cannot compose.
     Compose(ComposeArgs),
+    /// Issue a one-time access code for the access gateway (sign a browser in to a running app).
+    AccessCode(AccessCodeArgs),
 }
 
 /// Which Fly the app talks to.
@@ -76,6 +78,66 @@ pub struct UpArgs {
     /// Use the components already built instead of running cargo first.
     #[arg(long)]
     pub no_build: bool,
+    /// The Next.js app's PostgreSQL (postgres://USER@HOST:PORT/DB, tables as in db/schema.sql):
+    /// turns on the token-revocation check, access codes in kiloclaw_access_codes and restoring
+    /// lost records. Without it none of these needs a database.
+    #[arg(long, value_name = "URL", env = "SPIN_VARIABLE_DATABASE_URL", value_parser = DatabaseUrl::parse)]
+    pub database_url: Option<DatabaseUrl>,
+    #[command(flatten)]
+    pub location: AppLocation,
+}
+
+/// A validated `--database-url`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    /// The URL as given (the `database_url` variable).
+    pub url: String,
+    /// `postgres://host:port`: the `database_outbound_host` variable (no credentials).
+    pub outbound_host: String,
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseUrl")
+            .field("outbound_host", &self.outbound_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseUrl {
+    /// Accepts `postgres://` and `postgresql://` URLs with a host.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let url = url::Url::parse(input).map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err("the scheme must be postgres:// or postgresql://".into());
+        }
+        let host = url
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or("the URL needs a host (Unix sockets are not supported)")?;
+        let port = url.port().unwrap_or(5432);
+        Ok(Self {
+            url: input.to_owned(),
+            outbound_host: format!("postgres://{host}:{port}"),
+        })
+    }
+}
+
+/// `kiloclaw access-code`.
+#[derive(Debug, Args)]
+pub struct AccessCodeArgs {
+    /// The user the code signs in.
+    #[arg(long, value_name = "ID")]
+    pub user: String,
+    /// The running app (`kiloclaw up`'s address).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:3000",
+        env = "KILOCLAW_URL"
+    )]
+    pub url: String,
     #[command(flatten)]
     pub location: AppLocation,
 }

@@ -167,6 +167,27 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The value of a secret variable for a command run beside `kiloclaw up`: `SPIN_VARIABLE_<NAME>`,
+/// else the dev secrets `up` generated in the state directory.
+pub fn resolve(variable: &str, location: &crate::args::AppLocation) -> anyhow::Result<String> {
+    use anyhow::Context;
+    if let Some(value) = from_env(variable) {
+        return Ok(value);
+    }
+    let manifest = crate::project::find_manifest(location.manifest.as_deref())?;
+    let state_dir = crate::project::state_dir(location.state_dir.as_deref(), &manifest);
+    let env_name = spin_env_name(variable);
+    let dev = DevSecrets::load(&state_dir)?.with_context(|| {
+        format!(
+            "no {env_name} set and no dev secrets in {} yet; run `kiloclaw up` once, or set {env_name}",
+            state_dir.display(),
+        )
+    })?;
+    dev.get(variable)
+        .map(str::to_owned)
+        .with_context(|| format!("the dev secrets have no {variable}; set {env_name}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -227,7 +227,8 @@ pub fn mint_token(secret: &str, request: &MintRequest) -> Result<String, MintErr
     .map_err(|e| MintError::Sign(e.to_string()))
 }
 
-fn check_secret(secret: &str) -> Result<(), AuthConfigError> {
+/// Refuses a secret too short for HS256 (checked before anything is consumed on its behalf).
+pub fn check_secret(secret: &str) -> Result<(), AuthConfigError> {
     if secret.len() < MIN_SECRET_LEN {
         return Err(AuthConfigError::SecretTooShort { len: secret.len() });
     }

@@ -17,6 +17,7 @@
 //!   encrypted machine env, Fly machine/volume request building.
 //! - [`fly`]: Fly Machines API types, client and error classification.
 //! - [`lifecycle`]: provision, start, stop, destroy, restart, config patches, reads, and the reconciler.
+//! - [`signin`]: token revocation (cached pepper check), one-time access codes, attempt limits.
 //! - [`edge`]: the router's pure decisions.
 
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod redis_store;
 pub mod requests;
 pub mod secrets;
 pub mod settings;
+pub mod signin;
 pub mod store;
 
 #[cfg(any(test, feature = "testing"))]

@@ -3,6 +3,7 @@
 //! API to look at and disturb Fly's side). Each test starts its own system on 127.0.0.1:0, so tests
 //! run in parallel and never see each other's state.
 
+mod database;
 mod sim;
 mod system;
 
@@ -14,3 +15,4 @@ mod on_spin;
 mod reconcile;
 mod recovery;
 mod secrets;
+mod signin;

@@ -163,6 +163,8 @@ pub struct System {
     base_urls: Vec<String>,
     runtime: Runtime,
     sim: Fly,
+    /// The extra variables it was started with, kept for a restart.
+    variables: Vec<(String, String)>,
     _state: tempfile::TempDir,
 }
 
@@ -242,7 +244,7 @@ impl System {
             ("gateway_token_secret".into(), GATEWAY_TOKEN_SECRET.into()),
         ];
         config.variables.extend(sim.app_variables());
-        config.variables.extend(extra_variables);
+        config.variables.extend(extra_variables.iter().cloned());
         let app = App::load(&config)
             .await
             .context("loading the app in the host")?;
@@ -257,6 +259,7 @@ impl System {
                 app,
             },
             sim,
+            variables: extra_variables,
             _state: state,
         })
     }
@@ -296,12 +299,13 @@ impl System {
             base_urls: processes.iter().map(SpinProcess::base_url).collect(),
             runtime: Runtime::Spin(processes),
             sim,
+            variables: Vec::new(),
             _state: state,
         })
     }
 
-    /// The same simulator (Fly keeps everything), a new host with an empty key-value store:
-    /// the control plane has lost all its state.
+    /// The same simulator (Fly keeps everything) and variables, a new host with an empty
+    /// key-value store: the control plane has lost all its state.
     pub async fn restart_with_empty_store(mut self) -> anyhow::Result<Self> {
         if let Runtime::Host { server, .. } = &mut self.runtime
             && let Some(server) = server.take()
@@ -309,8 +313,9 @@ impl System {
             server.shutdown().await;
         }
         let sim = self.sim.clone();
+        let variables = std::mem::take(&mut self.variables);
         drop(self);
-        Self::start_with_sim(sim).await
+        Self::start_app(sim, manifest()?, variables).await
     }
 
     /// The simulator's admin side.

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod access_code;
 pub mod compose;
 pub mod fly_sim;
 pub mod token;
@@ -12,6 +13,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Token(args) => token::run(&args),
         Command::Compose(args) => compose::run(&args),
+        Command::AccessCode(args) => access_code::run(&args),
         Command::Up(args) => {
             init_logging();
             up::run(&args)

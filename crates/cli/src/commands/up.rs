@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use kiloclaw_host::{App, HostConfig};
 
-use crate::args::{FlyMode, ProxyUpstream, UpArgs, outbound_host_of};
+use crate::args::{DatabaseUrl, FlyMode, ProxyUpstream, UpArgs, outbound_host_of};
 use crate::commands::fly_sim;
 use crate::secrets::{
     self, DevSecrets, GATEWAY_TOKEN_SECRET, INTERNAL_API_SECRET, NEXTAUTH_SECRET,
@@ -242,6 +242,9 @@ async fn serve(
         target.source
     );
     variables.extend(target.overrides);
+    let database = database_overrides(args.database_url.as_ref());
+    eprintln!("kiloclaw: {}", database.notice);
+    variables.extend(database.overrides);
 
     let mut config = HostConfig::new(manifest);
     config.state_dir = Some(state_dir.to_path_buf());
@@ -282,6 +285,46 @@ async fn serve(
     Ok(())
 }
 
+/// What `--database-url` (or `SPIN_VARIABLE_DATABASE_URL`) turns on, said once at start-up.
+pub struct DatabaseSetup {
+    /// The start-up line.
+    pub notice: String,
+    /// Variables to hand the host.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// The variables for `database`: the URL itself (unless it already comes from
+/// `SPIN_VARIABLE_DATABASE_URL`, which the host reads) and its `allowed_outbound_hosts` entry
+/// (unless `SPIN_VARIABLE_DATABASE_OUTBOUND_HOST` names one).
+pub fn database_overrides(database: Option<&DatabaseUrl>) -> DatabaseSetup {
+    let Some(database) = database else {
+        return DatabaseSetup {
+            notice: "no database (--database-url): token revocation is off, and access codes \
+                     (kiloclaw access-code --user ID) are kept in the app's key-value store"
+                .to_owned(),
+            overrides: Vec::new(),
+        };
+    };
+    let mut overrides = Vec::new();
+    if secrets::from_env("database_url").as_deref() != Some(database.url.as_str()) {
+        overrides.push(("database_url".to_owned(), database.url.clone()));
+    }
+    if secrets::from_env("database_outbound_host").is_none() {
+        overrides.push((
+            "database_outbound_host".to_owned(),
+            database.outbound_host.clone(),
+        ));
+    }
+    DatabaseSetup {
+        notice: format!(
+            "PostgreSQL at {}: token revocation on, access codes in kiloclaw_access_codes, \
+             lost records restored from kiloclaw_instances",
+            database.outbound_host
+        ),
+        overrides,
+    }
+}
+
 /// The ready-to-paste walk-through printed at start-up.
 /// `state_dir` is named in the token command only when it is not the default one.
 pub fn example(url: &str, internal_key: &str, state_dir: Option<&Path>) -> String {
@@ -295,7 +338,9 @@ pub fn example(url: &str, internal_key: &str, state_dir: Option<&Path>) -> Strin
          \x20 curl -s -X POST {url}/api/platform/start -H \"x-internal-api-key: $KEY\" -H 'content-type: application/json' -d '{{\"userId\":\"user-1\"}}'\n\
          \x20 curl -s '{url}/api/platform/status?userId=user-1' -H \"x-internal-api-key: $KEY\"\n\
          \x20 TOKEN=$(cargo run -q -p kiloclaw-cli -- token --user user-1{state_arg})\n\
-         \x20 curl -s '{url}/hello?from=readme' -H \"authorization: Bearer $TOKEN\""
+         \x20 curl -s '{url}/hello?from=readme' -H \"authorization: Bearer $TOKEN\"\n\
+         \x20 # in a browser: get a one-time code, open {url}/kilo-access-gateway?userId=user-1, enter it\n\
+         \x20 cargo run -q -p kiloclaw-cli -- access-code --user user-1 --url {url}{state_arg}"
     )
 }
 

@@ -71,6 +71,9 @@ pub enum PlatformRoute {
     Doctor,
     /// `POST /api/platform/reconcile`: run due reconciles within a budget (hosts without cron).
     Reconcile,
+    /// `POST /api/platform/access-code`: issue a one-time access code for the access gateway
+    /// (`kiloclaw access-code`; Next.js makes its own in PostgreSQL).
+    AccessCode,
 }
 
 /// The platform routes with the one method each accepts.
@@ -88,6 +91,7 @@ const PLATFORM_ROUTES: &[(&str, &str, PlatformRoute)] = &[
     ("pairing/approve", "POST", PlatformRoute::PairingApprove),
     ("doctor", "POST", PlatformRoute::Doctor),
     ("reconcile", "POST", PlatformRoute::Reconcile),
+    ("access-code", "POST", PlatformRoute::AccessCode),
 ];
 
 /// Which family of settings a request needs before it is served (original §1.0 step 4).

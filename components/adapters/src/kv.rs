@@ -98,3 +98,16 @@ pub fn open(redis: Option<(&str, &str)>) -> Result<Bucket, KvError> {
         None => Box::new(SpinBucket::open()?),
     })
 }
+
+/// The key prefix under which the store lives in a shared Redis when `store_redis_key_prefix` is unset.
+const DEFAULT_REDIS_KEY_PREFIX: &str = "kiloclaw:";
+
+/// The store the `store_redis_url` and `store_redis_key_prefix` variables select.
+pub fn open_configured() -> Result<Bucket, KvError> {
+    let redis_url = crate::variable("store_redis_url");
+    let prefix = crate::variable("store_redis_key_prefix");
+    let redis = redis_url
+        .as_deref()
+        .map(|url| (url, prefix.as_deref().unwrap_or(DEFAULT_REDIS_KEY_PREFIX)));
+    open(redis)
+}
