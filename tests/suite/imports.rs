@@ -32,6 +32,8 @@ fn allowed_import(name: &str) -> bool {
     match package {
         "fermyon:spin" | "fermyon:spin-cron" => version == "2.0.0",
         "wasi:keyvalue" => version == "0.2.0-draft2",
+        // spin-sdk 5.2's `pg4`; Spin 3.2+ provides it (Spin 4.0.2 as 4.2.0, a compatible superset).
+        "spin:postgres" => version == "4.0.0",
         "kiloclaw:types" | "kiloclaw:auth" | "kiloclaw:instances" => version == "0.1.0",
         _ => package.strip_prefix("wasi:").is_some_and(|wasi_package| {
             WASI_02_PACKAGES.contains(&wasi_package)
@@ -94,6 +96,7 @@ fn the_allow_list_accepts_spin_interfaces_and_rejects_everything_else() {
         "fermyon:spin-cron/cron-types@2.0.0",
         "kiloclaw:instances/instances@0.1.0",
         "kiloclaw:types/types@0.1.0",
+        "spin:postgres/postgres@4.0.0",
     ] {
         assert!(allowed_import(good), "{good} should be allowed");
     }
@@ -104,7 +107,7 @@ fn the_allow_list_accepts_spin_interfaces_and_rejects_everything_else() {
         "wasi:keyvalue/store@0.2.0-draft",
         "wasi:config/store@0.2.0-draft-2024-09-27",
         "spin:key-value/key-value@3.0.0",
-        "spin:postgres/postgres@4.0.0",
+        "spin:postgres/postgres@3.0.0",
         "fermyon:spin/variables@3.0.0",
         "kiloclaw:instances/instances@0.2.0",
         // The old single-package layout, which Spin's composer refuses for the router.
@@ -136,13 +139,18 @@ fn every_component_imports_only_what_spin_provides_and_exports_its_role() -> any
         let (must_export, must_import): (&[&str], &[&str]) = match package {
             "kiloclaw-auth" => (
                 &["kiloclaw:auth/auth@0.1.0"],
-                &["fermyon:spin/variables@2.0.0"],
+                &[
+                    "fermyon:spin/variables@2.0.0",
+                    "wasi:keyvalue/atomics@0.2.0-draft2",
+                    "spin:postgres/postgres@4.0.0",
+                ],
             ),
             "kiloclaw-instances" => (
                 &["kiloclaw:instances/instances@0.1.0"],
                 &[
                     "wasi:keyvalue/store@0.2.0-draft2",
                     "wasi:keyvalue/atomics@0.2.0-draft2",
+                    "spin:postgres/postgres@4.0.0",
                 ],
             ),
             "kiloclaw-router" => (
@@ -172,8 +180,15 @@ fn every_component_imports_only_what_spin_provides_and_exports_its_role() -> any
                 ));
             }
         }
-        if package == "kiloclaw-auth" && imports.iter().any(|i| i.starts_with("wasi:keyvalue/")) {
-            failures.push("kiloclaw-auth must not touch the key-value store".to_owned());
+        if package == "kiloclaw-router"
+            && imports
+                .iter()
+                .any(|i| i.starts_with("spin:postgres/") || i.starts_with("wasi:keyvalue/"))
+        {
+            failures.push(
+                "kiloclaw-router must reach the store and the database only through its dependencies"
+                    .to_owned(),
+            );
         }
     }
     anyhow::ensure!(

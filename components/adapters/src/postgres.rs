@@ -1,12 +1,22 @@
 //! The Next.js app's PostgreSQL tables (original-behaviour.md §7.6; `db/schema.sql`) behind the
 //! core's boundaries, over `spin:postgres/postgres@4.0.0` (spin-sdk's `pg4`):
 //! - `kilocode_users` → [`UserDirectory`] (the pepper check and the session JWT's pepper);
-//! - `kiloclaw_access_codes` → [`AccessCodeStore`] (redemption in one transaction with
-//!   `SELECT … FOR UPDATE`, as the original; issuing retires the user's older active codes);
+//! - `kiloclaw_access_codes` → [`AccessCodeStore`] (redemption; issuing retires the user's older
+//!   active codes);
 //! - `kiloclaw_instances` → [`InstanceRegistry`] (restoring a lost record, §4.6).
 //!
 //! Every statement is parameterised. The connection is opened on first use, so a request that
 //! the key-value cache answers never connects. Errors never carry the connection string.
+//!
+//! Written for what Spin 4.0.2 does (measured with the host's `pg-probe` guest on both hosts):
+//! - a `query` whose result has no rows never returns there, so every query here is shaped to
+//!   return exactly one row (`count(*)` with `max(…)`);
+//! - a connection dropped inside a transaction goes back into Spin's pool still inside it, so
+//!   redemption is one conditional `UPDATE` rather than the original's `BEGIN; SELECT … FOR
+//!   UPDATE; UPDATE; COMMIT`. The `UPDATE` takes the same row lock, and a concurrent redemption
+//!   waiting on it re-checks `status = 'active'` once the first commits, so exactly one wins —
+//!   with no transaction a failure could leave open. Only issuing a code (a local convenience;
+//!   Next.js issues its own) uses a transaction, ended by `ROLLBACK` on any error.
 
 use std::cell::OnceCell;
 
@@ -70,17 +80,20 @@ impl Database {
             .map_err(Clone::clone)
     }
 
-    /// Runs `statement` and returns its first row, if any.
-    fn first_row(
+    /// Runs `statement`, which must return exactly one row (see the module doc), and returns it.
+    fn one_row(
         &self,
         statement: &str,
         params: &[ParameterValue],
-    ) -> Result<Option<Vec<DbValue>>, Unavailable> {
+    ) -> Result<Vec<DbValue>, Unavailable> {
         let rows = self
             .connection()?
             .query(statement, params)
             .map_err(unavailable)?;
-        Ok(rows.rows.into_iter().next())
+        rows.rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| Unavailable("a one-row query returned no row".to_owned()))
     }
 
     fn execute(&self, statement: &str, params: &[ParameterValue]) -> Result<u64, Unavailable> {
@@ -117,15 +130,24 @@ fn optional_text(value: Option<&DbValue>) -> Result<Option<String>, Unavailable>
     }
 }
 
+/// The `count(*)` of a `SELECT count(*), max(…)` row.
+fn count(value: Option<&DbValue>) -> Result<i64, Unavailable> {
+    match value {
+        Some(DbValue::Int64(count)) => Ok(*count),
+        other => Err(Unavailable(format!("expected a count, got {other:?}"))),
+    }
+}
+
 impl UserDirectory for Database {
     fn pepper(&self, user_id: &str) -> Result<PepperLookup, Unavailable> {
-        let row = self.first_row(
-            "SELECT api_token_pepper FROM kilocode_users WHERE id = $1 LIMIT 1",
+        // `id` is the primary key: zero rows or one.
+        let row = self.one_row(
+            "SELECT count(*), max(api_token_pepper) FROM kilocode_users WHERE id = $1",
             &[text(user_id)],
         )?;
-        Ok(match row {
-            None => PepperLookup::UserNotFound,
-            Some(row) => PepperLookup::Pepper(optional_text(row.first())?),
+        Ok(match count(row.first())? {
+            0 => PepperLookup::UserNotFound,
+            _ => PepperLookup::Pepper(optional_text(row.get(1))?),
         })
     }
 }
@@ -159,42 +181,28 @@ impl AccessCodeStore for Database {
 
     fn redeem(&self, code: &str, user_id: &str, _now_ms: i64) -> Result<bool, Unavailable> {
         // The database's clock decides expiry, as in the original and in Next.js.
-        self.transaction(|db| {
-            let row = db.first_row(
-                "SELECT id FROM kiloclaw_access_codes \
-                 WHERE code = $1 AND kilo_user_id = $2 AND status = 'active' AND expires_at > NOW() \
-                 LIMIT 1 FOR UPDATE",
-                &[text(code), text(user_id)],
-            )?;
-            let Some(id) = row.and_then(|row| row.into_iter().next()) else {
-                return Ok(false);
-            };
-            let id = match id {
-                DbValue::Uuid(id) | DbValue::Str(id) => id,
-                other => return Err(Unavailable(format!("unexpected code id {other:?}"))),
-            };
-            let updated = db.execute(
-                "UPDATE kiloclaw_access_codes SET status = 'redeemed', redeemed_at = NOW() \
-                 WHERE id = $1::uuid AND status = 'active'",
-                &[text(id)],
-            )?;
-            Ok(updated == 1)
-        })
+        let redeemed = self.execute(
+            "UPDATE kiloclaw_access_codes SET status = 'redeemed', redeemed_at = now() \
+             WHERE code = $1 AND kilo_user_id = $2 AND status = 'active' AND expires_at > now()",
+            &[text(code), text(user_id)],
+        )?;
+        Ok(redeemed == 1)
     }
 }
 
 impl InstanceRegistry for Database {
     fn active_sandbox_id(&self, user_id: &str) -> Result<Option<String>, String> {
+        // At most one active row per user (Next.js's partial unique index).
         let row = self
-            .first_row(
-                "SELECT sandbox_id FROM kiloclaw_instances \
-                 WHERE user_id = $1 AND destroyed_at IS NULL LIMIT 1",
+            .one_row(
+                "SELECT count(*), max(sandbox_id) FROM kiloclaw_instances \
+                 WHERE user_id = $1 AND destroyed_at IS NULL",
                 &[text(user_id)],
             )
             .map_err(|Unavailable(reason)| reason)?;
-        match row {
-            None => Ok(None),
-            Some(row) => optional_text(row.first()).map_err(|Unavailable(reason)| reason),
+        match count(row.first()).map_err(|Unavailable(reason)| reason)? {
+            0 => Ok(None),
+            _ => optional_text(row.get(1)).map_err(|Unavailable(reason)| reason),
         }
     }
 }

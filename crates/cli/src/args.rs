@@ -269,6 +269,24 @@ mod tests {
     }
 
     #[test]
+    fn database_urls_are_checked_and_allow_listed_without_credentials() {
+        let parsed =
+            DatabaseUrl::parse("postgres://me:secret@db.internal:6543/app?sslmode=disable")
+                .expect("valid");
+        assert_eq!(parsed.outbound_host, "postgres://db.internal:6543");
+        assert!(!format!("{parsed:?}").contains("secret"), "{parsed:?}");
+        assert_eq!(
+            DatabaseUrl::parse("postgresql://127.0.0.1/app")
+                .expect("valid")
+                .outbound_host,
+            "postgres://127.0.0.1:5432"
+        );
+        assert!(DatabaseUrl::parse("mysql://127.0.0.1/app").is_err());
+        assert!(DatabaseUrl::parse("postgres:///app?host=/run/postgresql").is_err());
+        assert!(DatabaseUrl::parse("not a url").is_err());
+    }
+
+    #[test]
     fn up_defaults() -> anyhow::Result<()> {
         let cli = Cli::try_parse_from(["kiloclaw", "up"])?;
         let Command::Up(up) = cli.command else {

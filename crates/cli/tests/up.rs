@@ -1,9 +1,10 @@
 //! `kiloclaw up` from start to ready, as a user runs it: the real binary builds (or reuses) the
 //! components, starts the Fly simulator and the host, prints the example and the ready line; the
 //! printed example then provisions and starts a user, a `kiloclaw token` JWT reaches the user's
-//! machine, and SIGTERM shuts everything down cleanly. With `--proxy-upstream`, the Machines API
-//! stays the simulator's while user traffic reaches any other server. Bounded by timeouts
-//! throughout.
+//! machine, a `kiloclaw access-code` signs a browser in, and SIGTERM shuts everything down
+//! cleanly. With `--proxy-upstream`, the Machines API stays the simulator's while user traffic
+//! reaches any other server; with `--database-url`, sign-in uses that PostgreSQL's tables. Bounded
+//! by timeouts throughout.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ fn start_up(state: &std::path::Path, extra: &[&str]) -> anyhow::Result<Up> {
         .env_remove("SPIN_VARIABLE_GATEWAY_TOKEN_SECRET")
         .env_remove("SPIN_VARIABLE_FLY_PROXY_BASE_URL")
         .env_remove("SPIN_VARIABLE_FLY_PROXY_OUTBOUND_HOST")
+        .env_remove("SPIN_VARIABLE_DATABASE_URL")
+        .env_remove("SPIN_VARIABLE_DATABASE_OUTBOUND_HOST")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr)?)
@@ -129,6 +132,54 @@ fn token(state: &std::path::Path, user: &str) -> anyhow::Result<String> {
     let token = String::from_utf8(token.stdout)?.trim().to_owned();
     ensure!(token.split('.').count() == 3, "a JWT on stdout: {token}");
     Ok(token)
+}
+
+/// A `kiloclaw access-code` for `user` from the app at `url`.
+fn access_code(state: &std::path::Path, url: &str, user: &str) -> anyhow::Result<String> {
+    let output = kiloclaw()
+        .args(["access-code", "--user", user, "--url", url, "--manifest"])
+        .arg(manifest())
+        .arg("--state-dir")
+        .arg(state)
+        .env_remove("SPIN_VARIABLE_INTERNAL_API_SECRET")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "kiloclaw access-code failed: {stderr}"
+    );
+    ensure!(
+        stderr.contains(&format!("{url}/kilo-access-gateway?userId={user}")),
+        "where to use it: {stderr}"
+    );
+    let code = String::from_utf8(output.stdout)?.trim().to_owned();
+    ensure!(code.len() == 11, "a code on stdout: {code}");
+    Ok(code)
+}
+
+/// Redeems `code` at the access gateway as a browser would; the session cookie's value.
+async fn sign_in(
+    client: &reqwest::Client,
+    url: &str,
+    user: &str,
+    code: &str,
+) -> anyhow::Result<String> {
+    let reply = client
+        .post(format!("{url}/kilo-access-gateway"))
+        .form(&[("code", code), ("userId", user)])
+        .send()
+        .await?;
+    let cookie = reply
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("kiloclaw-auth="))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    let status = reply.status();
+    let text = reply.text().await?;
+    ensure!(status == 200, "sign-in: {status} {text}");
+    cookie.context("no session cookie")
 }
 
 /// Provisions and starts `user` through the platform API.
@@ -220,11 +271,182 @@ fn up_serves_and_the_printed_example_works() -> anyhow::Result<()> {
         let text = proxied.text().await?;
         ensure!(status == 200, "proxied request: {status} {text}");
         ensure!(text.contains("/hello"), "the machine saw the path: {text}");
+
+        // The browser's way in without a database: a code kept in key-value, then the cookie.
+        let code = access_code(state.path(), &url, "user-1")?;
+        let cookie = sign_in(&client, &url, "user-1", &code).await?;
+        let page = client
+            .get(format!("{url}/control-ui"))
+            .header("cookie", format!("kiloclaw-auth={cookie}"))
+            .send()
+            .await?;
+        ensure!(page.status() == 200, "with the cookie: {}", page.status());
+        ensure!(
+            sign_in(&client, &url, "user-1", &code).await.is_err(),
+            "a code works once"
+        );
         Ok::<_, anyhow::Error>(())
     })?;
+    let log = std::fs::read_to_string(state.path().join("up.stderr"))?;
+    ensure!(
+        log.contains("kiloclaw: no database (--database-url): token revocation is off"),
+        "up says once that revocation is off: {log}"
+    );
 
     // Clean shutdown on SIGTERM.
     stop(guard)
+}
+
+/// A database of the test's own on the PostgreSQL at 127.0.0.1:5432, with db/schema.sql and one
+/// user whose pepper is `pepper-1`; dropped by the returned guard.
+struct Database {
+    name: String,
+}
+
+impl Database {
+    fn psql(database: &str, sql: &str) -> anyhow::Result<()> {
+        let output = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-d",
+            ])
+            .arg(database)
+            .args(["-c", sql])
+            .output()
+            .context("running psql")?;
+        ensure!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    fn create() -> anyhow::Result<Self> {
+        let name = format!("kiloclaw_up_{}", std::process::id());
+        Self::psql(
+            "test",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )?;
+        Self::psql("test", &format!("CREATE DATABASE {name}"))?;
+        let schema = std::fs::read_to_string(manifest().with_file_name("db/schema.sql"))?;
+        Self::psql(&name, &schema)?;
+        Self::psql(
+            &name,
+            "INSERT INTO kilocode_users (id, api_token_pepper) VALUES ('user-db', 'pepper-1')",
+        )?;
+        Ok(Self { name })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Self::psql(
+            "test",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+#[test]
+fn up_with_a_database_uses_its_tables() -> anyhow::Result<()> {
+    let database = Database::create()?;
+    let state = tempfile::tempdir()?;
+    let database_url = format!(
+        "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
+        database.name
+    );
+    let Up {
+        guard, url, stderr, ..
+    } = start_up(state.path(), &["--database-url", &database_url])?;
+    let log = std::fs::read_to_string(&stderr)?;
+    ensure!(
+        log.contains("kiloclaw: PostgreSQL at postgres://127.0.0.1:5432: token revocation on"),
+        "{log}"
+    );
+    ensure!(!log.contains(&database_url), "the URL is not logged: {log}");
+
+    let code = access_code(state.path(), &url, "user-db")?;
+    let unknown = kiloclaw()
+        .args([
+            "access-code",
+            "--user",
+            "nobody",
+            "--url",
+            &url,
+            "--manifest",
+        ])
+        .arg(manifest())
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()?;
+    ensure!(
+        !unknown.status.success(),
+        "no code for a user the table lacks"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let cookie = sign_in(&client, &url, "user-db", &code).await?;
+        let config = client
+            .get(format!("{url}/api/kiloclaw/config"))
+            .header("cookie", format!("kiloclaw-auth={cookie}"))
+            .send()
+            .await?;
+        ensure!(
+            config.status() == 200,
+            "the session carries the pepper: {}",
+            config.status()
+        );
+        // A token without the user's pepper is revoked.
+        let stale = kiloclaw_core::auth::mint_token(
+            &dev_secret(state.path(), "nextauth_secret")?,
+            &kiloclaw_core::auth::MintRequest {
+                user_id: "user-db".into(),
+                api_token_pepper: None,
+                env: None,
+                issued_at_s: now_s(),
+                ttl_s: 300,
+            },
+        )?;
+        let refused = client
+            .get(format!("{url}/api/kiloclaw/config"))
+            .bearer_auth(stale)
+            .send()
+            .await?;
+        ensure!(refused.status() == 401, "revoked: {}", refused.status());
+        ensure!(refused.text().await?.contains("Token revoked"));
+        Ok::<_, anyhow::Error>(())
+    })?;
+    stop(guard)
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// A secret `kiloclaw up` generated in `state`.
+fn dev_secret(state: &std::path::Path, name: &str) -> anyhow::Result<String> {
+    let secrets: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        state.join("kiloclaw-dev-secrets.json"),
+    )?)?;
+    secrets[name]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{name} in the dev secrets: {secrets}"))
 }
 
 /// A minimal HTTP/1.1 server on a free loopback port: answers every request with

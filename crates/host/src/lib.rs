@@ -35,7 +35,9 @@
 //! `tests/guests/` (their own wasm workspace) once per run, instantiates one scenario folder per
 //! behaviour from `tests/scenarios/<name>/` (`spin.toml`, optional `runtime-config.toml`), and
 //! talks to the host over 127.0.0.1. It needs Redis at 127.0.0.1:6379 (keys are prefixed per
-//! run; nothing is flushed). Set `KILOCLAW_HOST_GUEST_TARGET_DIR` to reuse a guest build dir.
+//! run; nothing is flushed) and PostgreSQL at 127.0.0.1:5432 with trust auth for user `postgres`
+//! and a database `test` (each test creates and drops its own tables). Set
+//! `KILOCLAW_HOST_GUEST_TARGET_DIR` to reuse a guest build dir.
 //!
 //! # What is implemented (and matches Spin)
 //!
@@ -67,6 +69,13 @@
 //!   flattened, error replies → `other`) on one shared connection per address, commands that bind
 //!   a connection (`MULTI`, `SELECT`, blocking pops …) moved to one of their own, and connect and
 //!   command timeouts; no TLS (`rediss://`).
+//! * **Outbound PostgreSQL** ([`outbound::postgres`]): `spin:postgres/postgres@4.0.0` (spin-sdk
+//!   5.2's `pg4`) with Spin's type mapping and error variants (allow-list checked as
+//!   `postgres://host:port` for every host, denied → `connection-failed`, database errors →
+//!   `query-failed(db-error)` with the SQLSTATE) on pooled connections, one per guest connection
+//!   so transactions work; a connection that may be inside a transaction is never pooled, others
+//!   are reset first; connect and query timeouts, a timed-out query cancelled on the server; no
+//!   TLS.
 //! * **WASI** ([`wasi`]): environment and `files` as Spin gives them; guest stdout/stderr become
 //!   host log lines tagged with the component id.
 //!
@@ -100,7 +109,8 @@
 //!   configuration. Here a dependency always runs with its parent's configuration, as if
 //!   `dependencies_inherit_configuration = true`; a warning is logged when it is not set and the
 //!   dependency imports a capability the adapter would deny.
-//! * Other Spin features: SQLite databases, PostgreSQL/MySQL/MQTT outbound, LLM,
+//! * Other Spin features: SQLite databases, MySQL/MQTT outbound, PostgreSQL `@3.0.0` and the
+//!   older `fermyon:spin` `postgres`/`rdbms-types` interfaces, LLM,
 //!   registry/URL sources and dependencies, `[[client_tls]]`, `block_networks`, vault/Azure
 //!   variable providers, `.env` files, WAGI, WASI 0.3 instance reuse, TLS on the listener.
 //!   They are load-time errors where a manifest or runtime config asks for them.
@@ -178,6 +188,8 @@ pub struct HostConfig {
     pub compile_cache_dir: Option<PathBuf>,
     /// Size limits.
     pub limits: Limits,
+    /// Outbound PostgreSQL connect and query time limits.
+    pub postgres_timeouts: outbound::postgres::PgTimeouts,
 }
 
 impl HostConfig {
@@ -201,6 +213,7 @@ impl HostConfig {
             pooling: true,
             compile_cache_dir: cache,
             limits: Limits::default(),
+            postgres_timeouts: outbound::postgres::PgTimeouts::default(),
         }
     }
 }
@@ -327,6 +340,7 @@ const DENIED_WITHOUT_INHERIT: &[&str] = &[
     "wasi:keyvalue/store",
     "fermyon:spin/variables",
     "fermyon:spin/redis",
+    "spin:postgres/postgres",
     "wasi:filesystem/preopens",
     "wasi:cli/environment",
     "wasi:sockets/",
@@ -484,7 +498,8 @@ impl App {
                 router,
                 http_components,
                 cron_components,
-                outbound: outbound::OutboundClient::new(),
+                outbound: outbound::OutboundClient::new()
+                    .with_postgres_timeouts(config.postgres_timeouts),
                 limits: config.limits.clone(),
                 cron_enabled: config.cron,
                 listen: config.listen,

@@ -80,8 +80,8 @@ impl variables::Host for InstanceState {
     }
 }
 
-/// Builds the linker: WASI 0.2, wasi:http 0.2, Spin key-value, variables and outbound Redis,
-/// wasi:keyvalue.
+/// Builds the linker: WASI 0.2, wasi:http 0.2, Spin key-value, variables, outbound Redis and
+/// PostgreSQL (`spin:postgres/postgres@4.0.0`), wasi:keyvalue.
 pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<InstanceState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

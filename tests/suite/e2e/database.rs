@@ -59,7 +59,12 @@ impl TestDatabase {
 
     /// The `database_url` the app gets.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+        // The local server offers TLS with a self-signed certificate, which Spin would insist on
+        // verifying.
+        format!(
+            "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
+            self.name
+        )
     }
 
     /// The app's variables for this database, with the revocation cache kept for `ttl_s`.
@@ -102,8 +107,15 @@ impl TestDatabase {
     }
 
     /// An active access code expiring `expires_in_s` seconds from the database's now (negative:
-    /// already expired), as Next.js makes them.
+    /// already expired), as Next.js makes them: the user's older active codes expire first.
     pub async fn add_code(&self, user: &str, code: &str, expires_in_s: i64) -> anyhow::Result<()> {
+        self.client
+            .execute(
+                "UPDATE kiloclaw_access_codes SET status = 'expired' \
+                 WHERE kilo_user_id = $1 AND status = 'active'",
+                &[&user],
+            )
+            .await?;
         self.client
             .execute(
                 "INSERT INTO kiloclaw_access_codes (code, kilo_user_id, expires_at) \

@@ -2,7 +2,9 @@
 //! `spin.toml`, against the Fly simulator: the README walk-through, a tick of the cron trigger, and
 //! 20 concurrent starts for one user making exactly one machine — on Spin's SQLite key-value store
 //! (one process) and on Redis over Spin's outbound Redis interface (two processes sharing it); and
-//! the same scenario in our host with the store over its implementation of that interface.
+//! the same scenario in our host with the store over its implementation of that interface. Also
+//! sign-in on Spin: the browser flow against PostgreSQL (Spin's own `spin:postgres` interface), and
+//! key-value access codes issued on one Spin process and redeemed on another.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,8 @@ use kiloclaw_core::testing::NodeEnvelopes;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::database::TestDatabase;
+use super::signin;
 use super::system::{SpinStore, System};
 
 /// The cron expression ticks every minute; allow for Spin's start-up and a slow tick.
@@ -34,6 +38,54 @@ async fn on_spin_with_outbound_redis_and_two_processes() -> anyhow::Result<()> {
     walk_through(&sys, "spin-redis-user").await?;
     concurrent_starts_make_one_machine(&sys, "spin-redis-racer").await?;
     cron_ticks_the_reconciler(&sys).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_spin_sign_in_against_postgres() -> anyhow::Result<()> {
+    let db = TestDatabase::create("spin").await?;
+    let sys = System::boot_on_spin_with(SpinStore::Sqlite, 1, db.variables(signin::TTL_S)).await?;
+    signin::browser_flow(&sys, &db, "spin-browser").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_spin_local_access_codes_are_shared_by_two_processes() -> anyhow::Result<()> {
+    let sys = System::boot_on_spin(SpinStore::redis(), 2).await?;
+    let user = "spin-local-browser";
+    sys.provision(user).await?;
+    sys.start(user).await?;
+    let issued = sys
+        .send(
+            sys.request_via(0, Method::POST, "/api/platform/access-code")
+                .header("x-internal-api-key", sys.internal_key())
+                .json(&json!({"userId": user})),
+        )
+        .await?
+        .expect(201)?;
+    let code = issued["code"].as_str().context("code")?;
+    let redeem = |replica: usize| {
+        sys.send(
+            sys.request_via(replica, Method::POST, "/kilo-access-gateway")
+                .form(&[("code", code), ("userId", user)]),
+        )
+    };
+    let accepted = redeem(1).await?;
+    ensure!(
+        accepted.status == 200,
+        "{} {}",
+        accepted.status,
+        accepted.text
+    );
+    let cookie = signin::session_cookie(&accepted, true)?;
+    ensure!(redeem(0).await?.status == 401, "used on the other process");
+    sys.send(signin::with_cookie(
+        &sys,
+        Method::GET,
+        "/from-spin",
+        &cookie,
+    ))
+    .await?
+    .expect_echo(200)?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

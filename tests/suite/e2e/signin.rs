@@ -13,14 +13,14 @@ use super::database::TestDatabase;
 use super::system::{Reply, System, urlencode};
 
 /// The revocation cache lifetime the tests run with: short, so a changed pepper shows quickly.
-const TTL_S: u64 = 1;
+pub(super) const TTL_S: u64 = 1;
 
 async fn boot(db: &TestDatabase) -> anyhow::Result<System> {
     System::boot_with_variables(db.variables(TTL_S)).await
 }
 
-/// Submits the access-code form as a browser would (from `client_addr` if given).
-async fn submit_code(sys: &System, user: &str, code: &str) -> anyhow::Result<Reply> {
+/// Submits the access-code form as a browser would.
+pub(super) async fn submit_code(sys: &System, user: &str, code: &str) -> anyhow::Result<Reply> {
     sys.send(
         sys.request(Method::POST, "/kilo-access-gateway")
             .form(&[("code", code), ("userId", user)]),
@@ -29,7 +29,7 @@ async fn submit_code(sys: &System, user: &str, code: &str) -> anyhow::Result<Rep
 }
 
 /// The `kiloclaw-auth` cookie a reply sets, checked for its attributes.
-fn session_cookie(reply: &Reply, secure: bool) -> anyhow::Result<String> {
+pub(super) fn session_cookie(reply: &Reply, secure: bool) -> anyhow::Result<String> {
     let header = reply
         .headers
         .get("set-cookie")
@@ -53,7 +53,12 @@ fn session_cookie(reply: &Reply, secure: bool) -> anyhow::Result<String> {
 }
 
 /// A request carrying the session cookie.
-fn with_cookie(sys: &System, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+pub(super) fn with_cookie(
+    sys: &System,
+    method: Method,
+    path: &str,
+    token: &str,
+) -> reqwest::RequestBuilder {
     sys.request(method, path)
         .header("cookie", format!("theme=dark; kiloclaw-auth={token}"))
 }
@@ -79,10 +84,20 @@ fn error_of(reply: &Reply) -> String {
 async fn browser_flow_code_cookie_proxy_then_a_changed_pepper_revokes_within_the_ttl()
 -> anyhow::Result<()> {
     let db = TestDatabase::create("flow").await?;
-    let user = "user-browser";
+    let sys = boot(&db).await?;
+    browser_flow(&sys, &db, "user-browser").await
+}
+
+/// The browser's way in, over HTTP only, on an app whose variables are `db.variables(TTL_S)`:
+/// the form, a code Next.js made, the cookie, a proxied request, then a changed pepper refusing
+/// the cookie and a Next.js JWT within the TTL (and the gateway's cookie shortcut with them).
+pub(super) async fn browser_flow(
+    sys: &System,
+    db: &TestDatabase,
+    user: &str,
+) -> anyhow::Result<()> {
     db.add_user(user, Some("pepper-1")).await?;
     db.add_instance(user).await?;
-    let sys = boot(&db).await?;
     sys.provision(user).await?;
     sys.start(user).await?;
 
@@ -253,15 +268,15 @@ async fn expired_reused_foreign_and_unknown_codes_get_one_answer() -> anyhow::Re
     db.add_user("u1", None).await?;
     db.add_user("u2", None).await?;
     let sys = boot(&db).await?;
-    db.add_code("u1", "EXPRD-CODE2", -1).await?;
-    db.add_code("u2", "OTHER-USER2", 600).await?;
+    db.add_code("u1", "EXPRD-CDE22", -1).await?;
+    db.add_code("u2", "THERU-SER22", 600).await?;
     let invalid = |reply: &Reply| {
         reply.status == 401 && reply.text.contains("Invalid or expired access code")
     };
     for (user, code) in [
-        ("u1", "EXPRD-CODE2"),
-        ("u1", "OTHER-USER2"),
-        ("u1", "NEVER-ISSUE"),
+        ("u1", "EXPRD-CDE22"),
+        ("u1", "THERU-SER22"),
+        ("u1", "NEVER-SSUED"),
         ("u1", "<script>"),
     ] {
         let reply = submit_code(&sys, user, code).await?;
@@ -269,16 +284,16 @@ async fn expired_reused_foreign_and_unknown_codes_get_one_answer() -> anyhow::Re
         ensure!(reply.headers.get("set-cookie").is_none());
     }
     ensure!(
-        db.code_status("OTHER-USER2").await?.as_deref() == Some("active"),
+        db.code_status("THERU-SER22").await?.as_deref() == Some("active"),
         "untouched"
     );
 
-    db.add_code("u1", "GOODC-ODE22", 600).await?;
-    submit_code(&sys, "u1", "GOODC-ODE22")
+    db.add_code("u1", "GDCDE-22222", 600).await?;
+    submit_code(&sys, "u1", "GDCDE-22222")
         .await?
         .expect(200)
         .ok();
-    let reused = submit_code(&sys, "u1", "GOODC-ODE22").await?;
+    let reused = submit_code(&sys, "u1", "GDCDE-22222").await?;
     ensure!(
         invalid(&reused),
         "reused: {} {}",
@@ -295,14 +310,14 @@ async fn expired_reused_foreign_and_unknown_codes_get_one_answer() -> anyhow::Re
 
     // A user deleted after Next.js made the code: the code is spent, the answer says so.
     db.add_user("gone", None).await?;
-    db.add_code("gone", "GONEU-SER22", 600).await?;
+    db.add_code("gone", "GNEUS-ER222", 600).await?;
     db.client()
         .execute("ALTER TABLE kiloclaw_access_codes DROP CONSTRAINT kiloclaw_access_codes_kilo_user_id_fkey", &[])
         .await?;
     db.client()
         .execute("DELETE FROM kilocode_users WHERE id = 'gone'", &[])
         .await?;
-    let gone = submit_code(&sys, "gone", "GONEU-SER22").await?;
+    let gone = submit_code(&sys, "gone", "GNEUS-ER222").await?;
     ensure!(
         gone.status == 401 && gone.text.contains("User not found."),
         "{} {}",
@@ -317,7 +332,9 @@ async fn of_concurrent_redemptions_of_one_code_exactly_one_wins() -> anyhow::Res
     let db = TestDatabase::create("race").await?;
     let sys = boot(&db).await?;
     // A user per round: every attempt counts against the user's attempt limit.
-    for (round, racer) in ["racer-a", "racer-b", "racer-c"].into_iter().enumerate() {
+    for round in ["A", "B", "C"] {
+        let racer = format!("racer-{round}");
+        let racer = racer.as_str();
         db.add_user(racer, None).await?;
         let code = format!("RACE{round}-ABCDE");
         db.add_code(racer, &code, 600).await?;
@@ -342,7 +359,7 @@ async fn too_many_attempts_are_refused_with_retry_after() -> anyhow::Result<()> 
     let db = TestDatabase::create("limits").await?;
     db.add_user("target", None).await?;
     let sys = boot(&db).await?;
-    db.add_code("target", "RIGHT-CODE2", 600).await?;
+    db.add_code("target", "RGHTC-DE222", 600).await?;
     let mut limited = None;
     for attempt in 0..12 {
         let reply = submit_code(&sys, "target", &format!("WRONG-{attempt:05}")).await?;
@@ -363,9 +380,9 @@ async fn too_many_attempts_are_refused_with_retry_after() -> anyhow::Result<()> 
     ensure!((1..=900).contains(&retry_after), "{retry_after}");
     ensure!(reply.text.contains("Too many attempts"), "{}", reply.text);
     // Even the right code waits: the limit comes before the store of codes.
-    let right = submit_code(&sys, "target", "RIGHT-CODE2").await?;
+    let right = submit_code(&sys, "target", "RGHTC-DE222").await?;
     ensure!(right.status == 429, "{}", right.status);
-    ensure!(db.code_status("RIGHT-CODE2").await?.as_deref() == Some("active"));
+    ensure!(db.code_status("RGHTC-DE222").await?.as_deref() == Some("active"));
     Ok(())
 }
 
@@ -389,7 +406,13 @@ async fn a_database_that_is_down_or_not_allowed_never_opens_the_door() -> anyhow
         ),
         (
             "host not allowed",
-            vec![("database_url".to_owned(), db.url())],
+            vec![
+                ("database_url".to_owned(), db.url()),
+                (
+                    "database_outbound_host".to_owned(),
+                    "postgres://127.0.0.1:5433".to_owned(),
+                ),
+            ],
         ),
     ] {
         let sys = System::boot_with_variables(variables).await?;

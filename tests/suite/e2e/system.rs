@@ -267,6 +267,15 @@ impl System {
     /// Starts a simulator and `replicas` real Spin processes (`spin up`) running the repository's
     /// own `spin.toml` against it, all on `store`.
     pub async fn boot_on_spin(store: SpinStore, replicas: usize) -> anyhow::Result<Self> {
+        Self::boot_on_spin_with(store, replicas, Vec::new()).await
+    }
+
+    /// As [`System::boot_on_spin`], with extra Spin variables (e.g. a database).
+    pub async fn boot_on_spin_with(
+        store: SpinStore,
+        replicas: usize,
+        extra_variables: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let sim = Fly::start().await?;
         let state = tempfile::tempdir()?;
         let mut variables = vec![
@@ -283,6 +292,7 @@ impl System {
         variables.extend(sim.app_variables());
         variables.extend(store.variables());
         variables.push(private_key_variable());
+        variables.extend(extra_variables);
         let app_dir = crate::spin::app_dir(state.path())?;
         let mut processes = Vec::new();
         for replica in 0..replicas {

@@ -1,5 +1,6 @@
 //! Outbound HTTP for guests: `wasi:http/outgoing-handler` through a pooled client. Outbound
-//! Redis (`fermyon:spin/redis@2.0.0`) is in [`redis`].
+//! Redis (`fermyon:spin/redis@2.0.0`) is in [`redis`], outbound PostgreSQL
+//! (`spin:postgres/postgres@4.0.0`) in [`postgres`].
 //!
 //! wasmtime-wasi-http's default sender opens a new TCP (and TLS) connection per request, which
 //! halved proxy throughput in our prototype. [`OutboundClient`] is one hyper-util pooled client
@@ -10,6 +11,7 @@
 //! 600 s each, as in Spin).
 
 mod allowed_hosts;
+pub mod postgres;
 pub mod redis;
 
 pub use allowed_hosts::{AllowedHost, AllowedHosts};
@@ -25,11 +27,12 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The shared, pooled clients: HTTP, and Redis connections by address.
+/// The shared, pooled clients: HTTP, and Redis and PostgreSQL connections by address.
 #[derive(Clone)]
 pub struct OutboundClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>,
     redis: redis::RedisPool,
+    postgres: postgres::PgPool,
 }
 
 impl std::fmt::Debug for OutboundClient {
@@ -67,12 +70,24 @@ impl OutboundClient {
         Self {
             client,
             redis: redis::RedisPool::default(),
+            postgres: postgres::PgPool::default(),
         }
+    }
+
+    /// The same client with PostgreSQL connections under `timeouts` (a new, empty pool).
+    pub fn with_postgres_timeouts(mut self, timeouts: postgres::PgTimeouts) -> Self {
+        self.postgres = postgres::PgPool::new(timeouts);
+        self
     }
 
     /// The host-wide Redis connections (`fermyon:spin/redis`).
     pub fn redis(&self) -> &redis::RedisPool {
         &self.redis
+    }
+
+    /// The host-wide PostgreSQL connection pools (`spin:postgres/postgres@4.0.0`).
+    pub fn postgres(&self) -> &postgres::PgPool {
+        &self.postgres
     }
 
     async fn send(

@@ -9,6 +9,7 @@ mod cron;
 mod key_value;
 mod limits;
 mod outbound;
+mod outbound_pg;
 mod outbound_redis;
 mod routing;
 mod variables;
