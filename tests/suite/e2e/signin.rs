@@ -113,7 +113,7 @@ pub(super) async fn browser_flow(
 
     // Next.js made a code; the user types it (in lower case, with spaces).
     db.add_code(user, "ABCDE-FGHJK", 600).await?;
-    let accepted = submit_code(&sys, user, "  abcde-fghjk ").await?;
+    let accepted = submit_code(sys, user, "  abcde-fghjk ").await?;
     ensure!(
         accepted.status == 200 && accepted.text.contains("Access code accepted"),
         "{} {}",
@@ -134,7 +134,7 @@ pub(super) async fn browser_flow(
     // The cookie now opens the gateway directly and reaches the user's machine.
     let redirect = sys
         .send(with_cookie(
-            &sys,
+            sys,
             Method::GET,
             &format!("/kilo-access-gateway?userId={user}"),
             &cookie,
@@ -147,11 +147,11 @@ pub(super) async fn browser_flow(
         redirect.text
     );
     let echo = sys
-        .send(with_cookie(&sys, Method::GET, "/chat?session=1", &cookie))
+        .send(with_cookie(sys, Method::GET, "/chat?session=1", &cookie))
         .await?
         .expect_echo(200)?;
     ensure!(echo.path == "/chat", "{echo:?}");
-    let nextjs_token = jwt(&sys, user, Some("pepper-1"))?;
+    let nextjs_token = jwt(sys, user, Some("pepper-1"))?;
     sys.send(
         sys.request(Method::GET, "/api/kiloclaw/status")
             .bearer_auth(&nextjs_token),
@@ -164,7 +164,7 @@ pub(super) async fn browser_flow(
     let changed = Instant::now();
     loop {
         let proxied = sys
-            .send(with_cookie(&sys, Method::GET, "/chat", &cookie))
+            .send(with_cookie(sys, Method::GET, "/chat", &cookie))
             .await?;
         if proxied.status == 401 {
             ensure!(error_of(&proxied) == "Token revoked", "{}", proxied.text);
@@ -192,7 +192,7 @@ pub(super) async fn browser_flow(
     // The gateway's cookie path applies the same rule: the form, not the gateway token.
     let page = sys
         .send(with_cookie(
-            &sys,
+            sys,
             Method::GET,
             &format!("/kilo-access-gateway?userId={user}"),
             &cookie,
@@ -207,7 +207,7 @@ pub(super) async fn browser_flow(
     // A token with the new pepper works.
     sys.send(
         sys.request(Method::GET, "/api/kiloclaw/status")
-            .bearer_auth(jwt(&sys, user, Some("pepper-2"))?),
+            .bearer_auth(jwt(sys, user, Some("pepper-2"))?),
     )
     .await?
     .expect(200)?;
