@@ -201,7 +201,12 @@ fn dependencies_declare_no_configuration_and_parents_expose_every_variable() -> 
     for name in VARIABLES
         .iter()
         // Allow-list entries, used by the manifest itself, not read by the components.
-        .filter(|n| !matches!(**n, "fly_proxy_outbound_host" | "store_redis_outbound_host"))
+        .filter(|n| {
+            !matches!(
+                **n,
+                "fly_proxy_outbound_host" | "store_redis_outbound_host" | "database_outbound_host"
+            )
+        })
     {
         assert_eq!(
             router_vars.get(*name).and_then(toml::Value::as_str),
