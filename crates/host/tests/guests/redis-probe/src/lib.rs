@@ -2,11 +2,11 @@
 //! parameter picks a scenario, `address` the Redis URL and `prefix` the key prefix; the answer is
 //! JSON describing every result, errors as their `Debug` text.
 
+use probe_support::{params, respond};
 use serde_json::{Value, json};
-use spin_sdk::http::{IntoResponse, Request, Response};
+use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_component;
 use spin_sdk::redis::{Connection, Error, RedisParameter, RedisResult};
-use std::collections::BTreeMap;
 
 /// Compare-and-set in one atomic step: writes `ARGV[2]` when the key holds `ARGV[1]` (or is
 /// absent and `ARGV[1]` is empty) and returns `{written, previous}`; an absent previous value
@@ -19,59 +19,6 @@ if (ARGV[1] == '' and not current) or current == ARGV[1] then
 end
 return {0, current}
 ";
-
-fn params(query: &str) -> BTreeMap<String, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn respond(status: u16, body: Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .build()
-}
 
 fn err(e: &Error) -> Value {
     json!({ "error": format!("{e:?}") })
