@@ -80,8 +80,9 @@ pub enum ReadError {
     Broken,
 }
 
-/// Reads the request head and its whole body.
-pub async fn read(request: IncomingRequest) -> Result<Request, ReadError> {
+/// The request head (method, target, headers), with an empty body: enough to route and
+/// authenticate before anything of the body is read.
+pub fn head(request: &IncomingRequest) -> Request {
     let method = method_name(&request.method());
     let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
     let (path, query) = match target.split_once('?') {
@@ -94,22 +95,26 @@ pub async fn read(request: IncomingRequest) -> Result<Request, ReadError> {
         .into_iter()
         .map(|(name, value)| (name.to_ascii_lowercase(), value))
         .collect();
-    let mut body = Vec::new();
-    let mut stream = request.into_body_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ReadError::Broken)?;
-        if body.len() + chunk.len() > MAX_REQUEST_BODY {
-            return Err(ReadError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Request {
+    Request {
         method,
         path,
         query,
         headers,
-        body,
-    })
+        body: Vec::new(),
+    }
+}
+
+/// Reads the whole body of `incoming` into `request.body`.
+pub async fn read_body(incoming: IncomingRequest, request: &mut Request) -> Result<(), ReadError> {
+    let mut stream = incoming.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ReadError::Broken)?;
+        if request.body.len() + chunk.len() > MAX_REQUEST_BODY {
+            return Err(ReadError::TooLarge);
+        }
+        request.body.extend_from_slice(&chunk);
+    }
+    Ok(())
 }
 
 /// What to send back.

@@ -178,7 +178,8 @@ impl AppSetup {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceRecord {
-    /// Encoding schema (always [`SCHEMA_VERSION`] when written by this build).
+    /// Encoding schema: [`SCHEMA_VERSION`], or the newer one a newer release wrote (kept, see
+    /// [`InstanceRecord::encode`]).
     pub schema_version: u32,
     /// Incremented by every write; makes value-comparing CAS backends immune to ABA.
     pub version: u64,
@@ -314,10 +315,12 @@ impl InstanceRecord {
         !self.user_id.is_empty() && self.status.is_some()
     }
 
-    /// JSON bytes of the record.
+    /// JSON bytes of the record. A record a newer release wrote keeps its newer schema version
+    /// (its unknown fields are carried through too): during a rolling deploy an older replica's
+    /// write must not tell the newer ones that the record is in the old format.
     pub fn encode(&self) -> Vec<u8> {
         let mut copy = self.clone();
-        copy.schema_version = SCHEMA_VERSION;
+        copy.schema_version = copy.schema_version.max(SCHEMA_VERSION);
         // Serializing plain data (strings, numbers, maps with string keys) into a Vec cannot fail.
         serde_json::to_vec(&copy).unwrap_or_default()
     }
@@ -503,6 +506,26 @@ mod tests {
         let (decoded, report) = InstanceRecord::decode(&bytes).expect("decode");
         assert_eq!(decoded, record);
         assert_eq!(report, DecodeReport::default());
+    }
+
+    #[test]
+    fn a_newer_releases_schema_version_and_fields_survive_a_write_by_this_one() {
+        let mut json: Value = serde_json::from_slice(&provisioned().encode()).expect("json");
+        json["schemaVersion"] = Value::from(SCHEMA_VERSION + 1);
+        json["fieldOfTheFuture"] = Value::from("kept");
+        let (mut decoded, report) =
+            InstanceRecord::decode(json.to_string().as_bytes()).expect("decode");
+        assert!(report.newer_schema);
+        decoded.version += 1;
+        let written: Value = serde_json::from_slice(&decoded.encode()).expect("json");
+        assert_eq!(written["schemaVersion"], SCHEMA_VERSION + 1);
+        assert_eq!(written["fieldOfTheFuture"], "kept");
+        let fresh: Value =
+            serde_json::from_slice(&InstanceRecord::default().encode()).expect("json");
+        assert_eq!(
+            fresh["schemaVersion"], SCHEMA_VERSION,
+            "never below this build's"
+        );
     }
 
     #[test]

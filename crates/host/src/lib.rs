@@ -153,6 +153,12 @@ pub struct Limits {
     pub max_request_header_bytes: usize,
     /// Instances alive at once (pooling allocator slots). Default 256.
     pub max_instances: u32,
+    /// How long a client may take to send a request's line and headers before the connection is
+    /// closed. Default 10 s.
+    pub header_read_timeout: std::time::Duration,
+    /// How long a request body may stall between two chunks before the guest's read fails.
+    /// Default 30 s.
+    pub body_idle_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -161,6 +167,8 @@ impl Default for Limits {
             max_request_body_bytes: 16 * 1024 * 1024,
             max_request_header_bytes: 64 * 1024,
             max_instances: 256,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            body_idle_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -101,6 +101,45 @@ async fn user_routes_need_a_valid_jwt() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends a request head announcing a large body, then only a few bytes of it, and returns the
+/// status line the app answers with (the body is never completed).
+async fn status_line_for_a_body_that_never_comes(
+    sys: &System,
+    head: &str,
+) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(sys.address()).await?;
+    stream
+        .write_all(format!("{head}content-length: 1000000\r\n\r\n{{\"userId\"").as_bytes())
+        .await?;
+    let mut answer = vec![0_u8; 512];
+    // Well under the host's 30 s body idle timeout, which would otherwise answer for the router.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer before the body: the app waited for it"))??;
+    Ok(String::from_utf8_lossy(&answer[..read])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_are_refused_before_their_body_is_read() -> anyhow::Result<()> {
+    let sys = System::boot().await?;
+    let proxied =
+        status_line_for_a_body_that_never_comes(&sys, "POST /upload HTTP/1.1\r\nhost: app\r\n")
+            .await?;
+    ensure!(proxied.starts_with("HTTP/1.1 401"), "{proxied}");
+    let platform = status_line_for_a_body_that_never_comes(
+        &sys,
+        "POST /api/platform/provision HTTP/1.1\r\nhost: app\r\nx-internal-api-key: wrong\r\n",
+    )
+    .await?;
+    ensure!(platform.starts_with("HTTP/1.1 403"), "{platform}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_routes_need_the_internal_key() -> anyhow::Result<()> {
     let sys = System::boot().await?;

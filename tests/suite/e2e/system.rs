@@ -367,6 +367,11 @@ impl System {
         self.client.request(method, format!("{base_url}{path}"))
     }
 
+    /// The app's address (`host:port` of its first process), for tests that speak raw TCP.
+    pub fn address(&self) -> String {
+        self.base_urls[0].trim_start_matches("http://").to_owned()
+    }
+
     /// The Spin processes serving the app (none on our host).
     pub fn spin_processes(&self) -> &[SpinProcess] {
         match &self.runtime {

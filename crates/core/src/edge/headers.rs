@@ -5,9 +5,12 @@
 //! names), `host` (the outbound request carries its own authority), everything a client could use
 //! to steer Fly Proxy (`fly-*`: `fly-force-instance-id`, `fly-prefer-region`, `fly-replay…`) and
 //! Spin's `spin-*` request metadata, the `Authorization` header and the `kiloclaw-auth` cookie (the
-//! machine authenticates with the gateway token, never with the user's session). Added:
-//! `fly-force-instance-id` naming the user's machine. Everything else (other cookies, `origin`,
-//! `content-type`, …) passes unchanged.
+//! machine authenticates with the gateway token, never with the user's session), the
+//! `x-internal-api-key` (a backend secret, never the machine's business), and every header a client
+//! could use to pose as someone else (`forwarded`, `x-forwarded-*`, `x-real-ip`). Added:
+//! `fly-force-instance-id` naming the user's machine, and `x-forwarded-for` with the client address
+//! the host saw (`spin-client-addr`, which the host sets itself). Everything else (other cookies,
+//! `origin`, `content-type`, …) passes unchanged.
 //!
 //! Back to the client, removed: hop-by-hop headers, which wasi:http refuses to carry anyway, and
 //! `content-length`, because the body is streamed back and the host frames it (a `HEAD` response
@@ -35,6 +38,14 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
+/// Client-sent headers that claim who the client is or how it connected: only the host knows.
+fn is_client_claim(name: &str) -> bool {
+    name == "forwarded"
+        || name == "x-real-ip"
+        || name.starts_with("x-forwarded-")
+        || name == "x-internal-api-key"
+}
+
 /// The header Fly Proxy uses to pin a request to one machine.
 pub const FORCE_INSTANCE_HEADER: &str = "fly-force-instance-id";
 
@@ -57,13 +68,20 @@ fn connection_listed(headers: &[Header]) -> Vec<String> {
 /// The headers to send to the user's machine for an incoming request's `headers`.
 pub fn upstream_request_headers(headers: &[Header], machine_id: &str) -> Vec<Header> {
     let listed = connection_listed(headers);
-    let mut out = Vec::with_capacity(headers.len() + 1);
+    let mut out = Vec::with_capacity(headers.len() + 2);
+    let mut client_ip = None;
     for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
+        if lower == "spin-client-addr" {
+            client_ip = std::str::from_utf8(value)
+                .ok()
+                .map(crate::signin::attempts::client_ip);
+        }
         if is_hop_by_hop(&lower, &listed)
             || lower.starts_with("fly-")
             || lower.starts_with("spin-")
             || lower == "authorization"
+            || is_client_claim(&lower)
         {
             continue;
         }
@@ -78,6 +96,9 @@ pub fn upstream_request_headers(headers: &[Header], machine_id: &str) -> Vec<Hea
             continue;
         }
         out.push((lower, value.clone()));
+    }
+    if let Some(ip) = client_ip {
+        out.push(("x-forwarded-for".to_owned(), ip.into_bytes()));
     }
     out.push((
         FORCE_INSTANCE_HEADER.to_owned(),
@@ -151,6 +172,29 @@ mod tests {
         assert!(
             !out.iter()
                 .any(|(_, v)| v.windows(8).any(|w| w == b"user-jwt"))
+        );
+    }
+
+    #[test]
+    fn client_claims_about_identity_and_the_internal_key_never_reach_the_machine() {
+        let incoming = vec![
+            h("X-Forwarded-For", "10.9.9.9"),
+            h("x-forwarded-host", "admin.internal"),
+            h("X-Forwarded-Proto", "https"),
+            h("Forwarded", "for=10.9.9.9"),
+            h("X-Real-IP", "10.9.9.9"),
+            h("x-internal-api-key", "backend-secret"),
+            h("spin-client-addr", "203.0.113.7:51234"),
+            h("accept", "*/*"),
+        ];
+        let out = upstream_request_headers(&incoming, "m");
+        assert_eq!(
+            out,
+            vec![
+                h("accept", "*/*"),
+                h("x-forwarded-for", "203.0.113.7"),
+                h(FORCE_INSTANCE_HEADER, "m"),
+            ]
         );
     }
 

@@ -124,15 +124,16 @@ impl OutboundClient {
     }
 }
 
-/// Fails a response body that stalls longer than `timeout` between two frames.
-struct BetweenBytesTimeout<B> {
+/// Fails a body that stalls longer than `timeout` between two frames (outbound responses; inbound
+/// request bodies, see [`crate::Limits::body_idle_timeout`]).
+pub(crate) struct BetweenBytesTimeout<B> {
     inner: std::pin::Pin<Box<B>>,
     timeout: Duration,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<B> BetweenBytesTimeout<B> {
-    fn new(inner: B, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: B, timeout: Duration) -> Self {
         Self {
             inner: Box::pin(inner),
             timeout,

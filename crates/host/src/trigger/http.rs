@@ -6,7 +6,10 @@
 //! else under it → 404); no route → 404 with an empty body; a trap or missing response → 500
 //! with an empty body. Request headers are limited by hyper's buffer size and bodies by
 //! [`crate::Limits::max_request_body_bytes`] (413 when `Content-Length` says so up front; a
-//! streamed body that overruns fails the guest's read). One JSON access-log line per request.
+//! streamed body that overruns fails the guest's read). A client gets
+//! [`crate::Limits::header_read_timeout`] to send its request head, and a body that stalls longer
+//! than [`crate::Limits::body_idle_timeout`] fails the guest's read, so a slow client cannot hold
+//! an instance slot or a connection indefinitely. One JSON access-log line per request.
 //! Shutdown stops accepting, lets in-flight requests finish within a grace period, then returns.
 
 use crate::AppInner;
@@ -56,6 +59,8 @@ pub(crate) async fn serve(
     builder
         .http1()
         .max_buf_size(app.limits.max_request_header_bytes.max(8192))
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(app.limits.header_read_timeout)
         .keep_alive(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -188,6 +193,7 @@ async fn dispatch(
             wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
         }
     });
+    let body = crate::outbound::BetweenBytesTimeout::new(body, app.limits.body_idle_timeout);
     let req = Request::from_parts(parts, body);
 
     let mut store = wasmtime::Store::new(

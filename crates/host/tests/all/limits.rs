@@ -39,6 +39,63 @@ async fn oversized_headers_are_rejected() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = Scenario::new("body-limit", &[]);
+    s.config.limits.header_read_timeout = std::time::Duration::from_millis(300);
+    let host = s.start().await;
+    let address = host.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /?op=body-len HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the host closed the connection in time");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // The host still serves everyone else.
+    assert_eq!(host.get("/?op=body-len").await, (200, "0".into()));
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_fails_the_guests_read_instead_of_holding_the_instance() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = Scenario::new("body-limit", &[]);
+    s.config.limits.body_idle_timeout = std::time::Duration::from_millis(300);
+    let host = s.start().await;
+    let address = host.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"POST /?op=body-len HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nfirst")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = vec![0_u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let head = String::from_utf8_lossy(&answer[..read]);
+    assert!(
+        !head.starts_with("HTTP/1.1 200"),
+        "the stalled body was not taken as complete: {head}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_is_graceful_for_in_flight_requests() {
     let s = Scenario::new("body-limit", &[]);
     let host = s.start().await;
