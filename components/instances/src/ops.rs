@@ -109,32 +109,17 @@ pub fn route(user_id: &str) -> Result<ProxyRoute, InstanceError> {
         .and_then(views::route)
 }
 
-/// Crash recovery for the proxy: start again (a no-op when Fly reports the machine started) and tell
-/// the caller whether anything was actually restarted, so it never replays a request the app answered.
+/// Crash recovery for the proxy, at most once per user per window (`kiloclaw_core::lifecycle`'s
+/// `recover_route`): says whether anything was actually restarted, so the router never replays a
+/// request the app answered.
 pub fn recover_route(
     user_id: &str,
     failed_machine_id: &str,
 ) -> Result<RecoveredRoute, InstanceError> {
-    with_instances(|instances| {
-        let before = instances
-            .record(user_id)?
-            .ok_or(LifecycleError::NotProvisioned)?;
-        if before.status != Some(kiloclaw_core::record::InstanceState::Running) {
-            return Err(LifecycleError::NotRunning);
-        }
-        instances.start(user_id)?;
-        let after = instances
-            .record(user_id)?
-            .ok_or(LifecycleError::NotProvisioned)?;
-        let restarted = after.last_started_at != before.last_started_at
-            || after.fly_machine_id.as_deref() != Some(failed_machine_id);
-        Ok((instances.route(user_id)?, restarted))
-    })
-    .and_then(|(route, restarted)| {
-        Ok(RecoveredRoute {
-            route: views::route(route)?,
-            restarted,
-        })
+    let recovery = with_instances(|instances| instances.recover_route(user_id, failed_machine_id))?;
+    Ok(RecoveredRoute {
+        route: views::route(recovery.route)?,
+        restarted: recovery.restarted,
     })
 }
 

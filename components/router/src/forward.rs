@@ -51,8 +51,19 @@ pub async fn serve(request: &Request, principal: &Principal) -> Reply {
                     drop(response);
                     retry(request, &recovered.route, &template).await
                 }
-                // Not restarted, not running, or recovery failed: the machine's (or Fly's) answer stands.
-                _ => pass_through(response),
+                Ok(_) => pass_through(response),
+                // Not running, or recovery failed: the machine's (or Fly's) answer stands.
+                Err(error) => {
+                    log_event(
+                        "proxy",
+                        &[
+                            ("action", "recovery_not_done"),
+                            ("reason", &format!("{error:?}")),
+                            ("machine_id", &route.machine_id),
+                        ],
+                    );
+                    pass_through(response)
+                }
             }
         }
         Err(error) => {

@@ -3,16 +3,42 @@
 //!
 //! # Keys
 //!
-//! - `instance/{userId}`: the [`InstanceRecord`] as JSON (schema-versioned, tolerant decoding).
-//! - `instance/{userId}#created`: a counter that elects the one caller allowed to create the record.
+//! - `instance/{userId}`: the [`InstanceRecord`] as JSON (schema-versioned, tolerant decoding): the home
+//!   of creation generation 1, where every record lives unless its creator stalled (Flow 1).
+//! - `instance-create/{g}/{userId}`: a counter per creation generation `g` that elects the one caller
+//!   allowed to create generation `g`'s home. Its own prefix, so no user id can name it: the old
+//!   `instance/{userId}#created` was the record key of the user id `{userId}#created`.
+//! - `instance-gen/{g}/{userId}` (`g` ≥ 2): the record's home after `g - 1` stalled creators (rare).
 //! - `due/…`: the reconciler's due index (see [`crate::due`]).
+//! - `sweep/…`: the registry of every record ever created, which the reconciler's sweep walks (see
+//!   [`crate::due`]); the elected creator registers the user before writing the record.
 //!
 //! # Flow
 //!
 //! 1. **Create.** A record is created once per user and never deleted: a finished destroy leaves an
-//!    unprovisioned record (the per-user Fly app setup and the version counter survive). A caller that finds
-//!    the key absent calls `increment("instance/{userId}#created", 1)`; only the caller that gets `1` writes
-//!    the empty record, with a plain `set`. Everyone else polls `get` until it appears.
+//!    unprovisioned record (the per-user Fly app setup and the version counter survive). Creation must not
+//!    use CAS on an absent key (on Spin's SQLite backend that is an unconditional upsert), so it is elected:
+//!    a caller that finds no record calls `increment(instance-create/1/{userId}, 1)`, and only the caller
+//!    that gets `1` writes the empty record (`version` 0) with a plain `set`. Everyone else polls until it
+//!    appears. That `set` is the only write of the key that is not a CAS on present bytes, and it happens
+//!    at most once; so it always lands on an absent key and can never overwrite a record, however late it
+//!    lands. If it has not appeared after `creation_grace`, the creator may be dead — or merely slow, and
+//!    its `set` still to come. The waiters then elect a creator of generation 2 (`instance-create/2/…`)
+//!    instead of writing the key themselves; it creates the record at `instance-gen/2/{userId}`, and so on
+//!    for a creator of generation 2 that stalls in turn.
+//!
+//!    Generation `g`'s home is *superseded* once generation `g + 1` is elected, unless it is live by then.
+//!    A reader walks the generations from 1 and stops at the first home that holds a record with
+//!    `version` ≥ 1 (written by a CAS, so never the creation write), or a creation write (`version` 0)
+//!    whose next generation is not elected. It goes past a home only when it is absent or sealed (a
+//!    non-JSON marker) while the next generation is elected; a superseded creation write (the slow
+//!    creator's `set`, landed after all) is first *sealed* by a CAS from its exact bytes to the marker.
+//!    Why no write is lost: a home becomes live only by a CAS from its creation write, made by a writer
+//!    that read the creation write and *then* found the next generation not elected. The elected creator
+//!    of the next generation reads the home after its election and seals it (or, finding it live, gives
+//!    up and uses it); its seal and any such CAS start from the same bytes, so exactly one wins. A home read
+//!    absent after the election can only ever receive the late creation write, which is sealed before any
+//!    reader goes past it, so it never becomes live. Every read costs one `get` when the first home is live.
 //! 2. **Read-modify-write** ([`RecordStore::update`]): read the bytes, decode, apply the mutation to that
 //!    fresh copy, bump `version`, and `compare_and_swap(expected = the bytes read)`. On a conflict, start over
 //!    from the fresh value, up to `cas_attempts` times. The lease, if any, is carried over untouched.
@@ -23,7 +49,8 @@
 //! 4. **Commit under lease** ([`RecordStore::commit`]): a read-modify-write that first checks that the stored
 //!    lease still has the caller's owner *and* fence, and extends its expiry (every commit is a renewal).
 //!    [`RecordStore::renew`] is a commit that changes nothing else; lifecycle code renews before each long
-//!    Fly wait. [`RecordStore::release`] is a final commit that also clears the lease.
+//!    Fly wait and stops (returns the error) when the renewal fails, before its next Fly call.
+//!    [`RecordStore::release`] is a final commit that also clears the lease.
 //!
 //! # Guarantees
 //!
@@ -34,27 +61,34 @@
 //!   owner or fence and fails with [`StoreError::LeaseLost`], whatever the new holder has done since.
 //! - Writes without a lease (config patches) never disturb a lease, and a holder's commits apply their
 //!   mutation to the fresh record, so a patch made during a long start is not overwritten by the start.
-//! - The record is never recreated by a second caller while the first creator is alive.
+//! - Creation never overwrites a record, whatever the delays: a late creator's write lands on an absent key
+//!   (Flow 1), and at most one home per user is ever live.
 //!
 //! # Assumptions
 //!
 //! - `compare_and_swap` reads the current value before swapping and reports a conflict truthfully. Spin's
 //!   SQLite, Cosmos and DynamoDB backends do; Spin's **Redis** backend reports lost swaps as success and is
 //!   **not safe** for this protocol. Our own host's backends all are.
-//! - `increment` is atomic (it is on every Spin backend).
+//! - `increment` is atomic (it is on every Spin backend), and a counter it created `exists`. Counters are
+//!   never incremented on a key that may hold anything else (Spin's SQLite `increment` panics on a value
+//!   that is not 8 bytes).
 //! - Clocks of cooperating processes agree to well within `lease_ttl`; a holder renews before each Fly wait
 //!   longer than a few seconds and Fly waits are capped at 60 s, which is why `lease_ttl` defaults to 150 s.
 //!
 //! # Caveats
 //!
-//! - The protocol never relies on CAS to create a key (`expected = None`): on Spin SQLite that is an
-//!   unconditional upsert. If the elected creator dies between its `increment` and its `set` (two
-//!   consecutive store calls), later callers wait `creation_grace` and then write the empty record with a
-//!   plain `set`. Two such late callers race harmlessly (identical bytes); the only window for a lost update
-//!   is a write landing between one late caller's final `get` and its `set`, once per user, after a crash.
+//! - A stalled creator costs the waiters `creation_grace` per generation, and moves the record off
+//!   `instance/{userId}`. Readers that read that key directly (the proxy's [`crate::lifecycle::route_of`])
+//!   must follow with [`current_record_bytes`] when it holds no live record; generations are bounded by
+//!   [`MAX_GENERATIONS`].
+//! - Records created before generations existed were elected through `instance/{userId}#created`; those
+//!   counters are no longer read or written. During a rolling deploy an old replica and a new one can both
+//!   create a missing record (identical empty bytes, then CAS as usual).
 //! - A lease bounds *who* writes, not *what Fly does*: a holder that stalls past its expiry may still have
 //!   a Fly call in flight. Side effects are therefore written as intent first (pending-destroy ids, machine
-//!   name = sandbox id, orphan lists) so the reconciler repairs whatever a stale holder leaves behind.
+//!   name = sandbox id, orphan lists), found again before a create (the user's volume by name in its own
+//!   app, its machine by metadata), or recorded as orphans by the stale holder itself, so that neither a
+//!   duplicate nor a leak survives the next operation or reconcile.
 
 use std::time::Duration;
 
@@ -132,13 +166,69 @@ impl StoreError {
     }
 }
 
-/// Key of a user's record.
+/// Key of a user's record: the home of creation generation 1, where every record lives unless its creator
+/// stalled (see Flow 1; [`current_record_bytes`] follows the others).
 pub fn record_key(user_id: &str) -> String {
     format!("instance/{user_id}")
 }
 
-fn creation_claim_key(user_id: &str) -> String {
-    format!("instance/{user_id}#created")
+/// How many creation generations a reader follows. Each one past the first needs a creator that stalled
+/// for longer than `creation_grace`, so reaching this bound means the store is failing, not contended.
+pub const MAX_GENERATIONS: u32 = 8;
+
+/// Where generation `generation`'s record lives: [`record_key`] for the first, so existing records stay
+/// where they are. The generation comes before the user id, so no two (generation, user) pairs share a key.
+fn home_key(user_id: &str, generation: u32) -> String {
+    if generation <= 1 {
+        record_key(user_id)
+    } else {
+        format!("instance-gen/{generation}/{user_id}")
+    }
+}
+
+/// The counter that elects generation `generation`'s creator. Its prefix is not `instance/`, so it is never
+/// the record key of any user id.
+fn creation_key(user_id: &str, generation: u32) -> String {
+    format!("instance-create/{generation}/{user_id}")
+}
+
+/// What a superseded home is sealed with: not JSON, so nothing decodes it as a record or CASes from it.
+const SUPERSEDED: &[u8] = b"kiloclaw:superseded-creation";
+
+/// Whether a stored value is the seal of a superseded home (Flow 1) rather than a record.
+pub fn is_sealed(raw: &[u8]) -> bool {
+    raw == SUPERSEDED
+}
+
+/// The bytes of a user's current record, for readers that decode only what they need and never write (the
+/// proxy's route): one `get` when [`record_key`] holds a live record, else the walk of Flow 1, read-only
+/// (a superseded creation write is skipped, not sealed). `None` when there is no record.
+pub fn current_record_bytes<K: KeyValue + ?Sized>(
+    kv: &K,
+    user_id: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    for generation in 1..=MAX_GENERATIONS {
+        let raw = kv.get(&home_key(user_id, generation))?;
+        let maybe_superseded = match raw.as_deref() {
+            Some(bytes) if bytes == SUPERSEDED => true,
+            // Only the creation write has version 0; anything else (including bytes that are not a record,
+            // which the caller reports) is this user's current value.
+            Some(bytes) => InstanceRecord::decode(bytes).is_ok_and(|(r, _)| r.version == 0),
+            None => true,
+        };
+        if !maybe_superseded || !kv.exists(&creation_key(user_id, generation + 1))? {
+            return Ok(raw.filter(|bytes| bytes.as_slice() != SUPERSEDED));
+        }
+    }
+    Err(StoreError::Contention)
+}
+
+/// Where a user's record is, as the walk of Flow 1 found it.
+enum Located {
+    /// The current record (boxed: a record is large and `Absent` is common while creating).
+    Found(Box<Snapshot>),
+    /// No record yet; `generation` is the one to create.
+    Absent { generation: u32 },
 }
 
 /// A decoded record plus the exact bytes it came from (the CAS `expected` value).
@@ -147,6 +237,8 @@ pub struct Snapshot {
     /// The decoded record.
     pub record: InstanceRecord,
     raw: Vec<u8>,
+    /// The key it was read from (the CAS target).
+    key: String,
 }
 
 /// Proof of holding a user's lease; pass it to [`RecordStore::commit`]. Dropping it without
@@ -203,13 +295,13 @@ impl<'a, K: KeyValue + ?Sized, C: Clock + ?Sized> RecordStore<'a, K, C> {
 
     /// Reads a user's record without creating it.
     pub fn load(&self, user_id: &str) -> Result<Option<Snapshot>, StoreError> {
-        let Some(raw) = self.kv.get(&record_key(user_id))? else {
-            return Ok(None);
-        };
-        self.decode(user_id, raw).map(Some)
+        match self.locate(user_id)? {
+            Located::Found(snapshot) => Ok(Some(*snapshot)),
+            Located::Absent { .. } => Ok(None),
+        }
     }
 
-    fn decode(&self, user_id: &str, raw: Vec<u8>) -> Result<Snapshot, StoreError> {
+    fn decode(&self, user_id: &str, raw: Vec<u8>, key: String) -> Result<Snapshot, StoreError> {
         let (record, report) =
             InstanceRecord::decode(&raw).map_err(|source| StoreError::Corrupt {
                 user_id: user_id.to_owned(),
@@ -219,45 +311,142 @@ impl<'a, K: KeyValue + ?Sized, C: Clock + ?Sized> RecordStore<'a, K, C> {
             tracing::warn!(tag = "store", action = "tolerant_decode", user_id, bad_fields = ?report.bad_fields,
                 newer_schema = report.newer_schema, "instance record had fields that did not decode");
         }
-        Ok(Snapshot { record, raw })
+        Ok(Snapshot { record, raw, key })
+    }
+
+    /// Whether generation `generation + 1` has been elected, which supersedes generation `generation`'s
+    /// home unless that is live already (Flow 1).
+    fn superseded(&self, user_id: &str, generation: u32) -> Result<bool, StoreError> {
+        Ok(self.kv.exists(&creation_key(user_id, generation + 1))?)
+    }
+
+    /// The walk of Flow 1: the first home that holds a live record, sealing superseded creation writes on
+    /// the way, or the generation to create.
+    fn locate(&self, user_id: &str) -> Result<Located, StoreError> {
+        let mut generation = 1;
+        let mut seals = 0;
+        while generation <= MAX_GENERATIONS {
+            let key = home_key(user_id, generation);
+            match self.kv.get(&key)? {
+                Some(raw) if raw == SUPERSEDED => {}
+                Some(raw) => {
+                    let snapshot = self.decode(user_id, raw, key)?;
+                    // The order matters: the home was read before the election was checked, so a creation
+                    // write found live here can only be superseded by a creator that will find it and seal
+                    // it, racing our CAS from the same bytes.
+                    if snapshot.record.version > 0 || !self.superseded(user_id, generation)? {
+                        return Ok(Located::Found(Box::new(snapshot)));
+                    }
+                    seals += 1;
+                    if seals > self.settings.cas_attempts {
+                        return Err(StoreError::Contention);
+                    }
+                    self.seal(user_id, generation, &snapshot)?;
+                    // Sealed now, or changed meanwhile (sealed by someone else, or made live by a writer
+                    // that read it before the election): read this generation again.
+                    continue;
+                }
+                None => {
+                    if !self.superseded(user_id, generation)? {
+                        return Ok(Located::Absent { generation });
+                    }
+                }
+            }
+            generation += 1;
+        }
+        tracing::error!(
+            tag = "store",
+            action = "too_many_generations",
+            user_id,
+            max = MAX_GENERATIONS
+        );
+        Err(StoreError::Contention)
+    }
+
+    /// Seals a superseded creation write (a CAS from its exact bytes, so a write that made it live first
+    /// wins instead).
+    fn seal(&self, user_id: &str, generation: u32, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let outcome = self
+            .kv
+            .compare_and_swap(&snapshot.key, Some(&snapshot.raw), SUPERSEDED)?;
+        tracing::warn!(
+            tag = "store",
+            action = "seal_superseded_record",
+            user_id,
+            generation,
+            sealed = outcome == CasOutcome::Swapped,
+            reason = "its creator wrote it after a takeover"
+        );
+        Ok(())
     }
 
     /// Reads a user's record, creating the empty record first if there is none (see Flow 1).
     pub fn load_or_create(&self, user_id: &str) -> Result<Snapshot, StoreError> {
-        if let Some(snapshot) = self.load(user_id)? {
-            return Ok(snapshot);
-        }
-        let claim = self.kv.increment(&creation_claim_key(user_id), 1)?;
-        if claim == 1 {
-            self.kv
-                .set(&record_key(user_id), &InstanceRecord::empty().encode())?;
-            tracing::info!(tag = "store", action = "create_record", user_id);
-        } else {
+        // Each round finds the record, creates a generation, or waits `creation_grace` for one creator and
+        // elects the next generation's; so the rounds are bounded by the generations.
+        for _ in 0..3 * MAX_GENERATIONS {
+            let generation = match self.locate(user_id)? {
+                Located::Found(snapshot) => return Ok(*snapshot),
+                Located::Absent { generation } => generation,
+            };
+            if self.kv.increment(&creation_key(user_id, generation), 1)? == 1 {
+                self.create(user_id, generation)?;
+                continue;
+            }
+            // Another caller is creating this generation: wait for it.
             let deadline = self.clock.now_ms() + duration_ms(self.settings.creation_grace);
-            while self.clock.now_ms() < deadline {
-                if let Some(snapshot) = self.load(user_id)? {
-                    return Ok(snapshot);
+            let timed_out = loop {
+                match self.locate(user_id)? {
+                    Located::Found(snapshot) => return Ok(*snapshot),
+                    // A takeover already moved on to a later generation: start the round over there.
+                    Located::Absent { generation: now } if now != generation => break false,
+                    Located::Absent { .. } if self.clock.now_ms() >= deadline => break true,
+                    Located::Absent { .. } => self.clock.sleep(self.settings.lease_poll),
                 }
-                self.clock.sleep(self.settings.lease_poll);
+            };
+            if !timed_out {
+                continue;
             }
-            if let Some(snapshot) = self.load(user_id)? {
-                return Ok(snapshot);
-            }
+            // The creator may be dead or only slow: never write its key (its `set` may still land), elect
+            // the next generation's creator instead.
+            let takeover = self
+                .kv
+                .increment(&creation_key(user_id, generation + 1), 1)?;
             tracing::warn!(
                 tag = "store",
-                action = "create_record_after_stalled_creator",
+                action = "creator_stalled",
                 user_id,
-                claim
+                generation,
+                elected = takeover == 1,
+                reason = "no record after creation_grace"
             );
-            self.kv
-                .set(&record_key(user_id), &InstanceRecord::empty().encode())?;
+            if takeover == 1 {
+                // The walk seals what this generation's late creator may have written, or finds the record
+                // live after all (then it is used, and the new generation stays empty).
+                match self.locate(user_id)? {
+                    Located::Found(snapshot) => return Ok(*snapshot),
+                    Located::Absent { generation: next } if next == generation + 1 => {
+                        self.create(user_id, next)?;
+                    }
+                    Located::Absent { .. } => {}
+                }
+            }
         }
-        match self.load(user_id)? {
-            Some(snapshot) => Ok(snapshot),
-            None => Err(StoreError::Kv(KvError::Other(
-                "record vanished right after creation".into(),
-            ))),
-        }
+        Err(StoreError::Contention)
+    }
+
+    /// The elected creator's write of generation `generation`'s empty record: the one plain `set` of that
+    /// key, which nobody else writes before it exists (Flow 1), so it can only land on an absent key.
+    fn create(&self, user_id: &str, generation: u32) -> Result<(), StoreError> {
+        // Registered before the record exists, so the reconciler's sweep reaches every record; a takeover
+        // registers again (the stalled creator may have died before registering; a second slot is harmless).
+        crate::due::DueIndex::new(self.kv).register(user_id)?;
+        self.kv.set(
+            &home_key(user_id, generation),
+            &InstanceRecord::empty().encode(),
+        )?;
+        tracing::info!(tag = "store", action = "create_record", user_id, generation);
+        Ok(())
     }
 
     /// Read-modify-write without a lease (Flow 2). `mutate` may run several times, each time on the fresh
@@ -415,7 +604,7 @@ impl<'a, K: KeyValue + ?Sized, C: Clock + ?Sized> RecordStore<'a, K, C> {
     ) -> Result<bool, StoreError> {
         match self
             .kv
-            .compare_and_swap(&record_key(user_id), Some(&snapshot.raw), &next.encode())?
+            .compare_and_swap(&snapshot.key, Some(&snapshot.raw), &next.encode())?
         {
             CasOutcome::Swapped => Ok(true),
             CasOutcome::Conflict { .. } => {
@@ -472,7 +661,7 @@ mod tests {
             again.record.user_id, USER,
             "a second caller must not recreate the record"
         );
-        assert_eq!(kv.increment(&creation_claim_key(USER), 0), Ok(1));
+        assert_eq!(kv.increment(&creation_key(USER, 1), 0), Ok(1));
         assert_eq!(kv.cas_calls(), 1, "creation never uses CAS-from-absent");
     }
 
@@ -480,11 +669,212 @@ mod tests {
     fn creation_waits_for_elected_creator_then_recovers_from_a_stalled_one() {
         let (kv, clock) = (MemoryKv::new(), FakeClock::default());
         // Someone was elected (claim = 1) and died before writing the record.
-        kv.increment(&creation_claim_key(USER), 1).expect("claim");
+        kv.increment(&creation_key(USER, 1), 1).expect("claim");
         let store = store(&kv, &clock);
         let snapshot = store.load_or_create(USER).expect("fallback creation");
         assert_eq!(snapshot.record, InstanceRecord::empty());
         assert!(clock.total_slept() >= store.settings().creation_grace);
+    }
+
+    /// A live instance as later writers leave it (provisioned, running, with a machine).
+    fn live(r: &mut InstanceRecord) {
+        r.user_id = USER.into();
+        r.sandbox_id = "dXNlci0x".into();
+        r.status = Some(InstanceState::Running);
+        r.fly_app_name = Some("acct-app".into());
+        r.fly_machine_id = Some("m1".into());
+        r.kilocode_api_key = Some("kilo-key".into());
+    }
+
+    #[test]
+    fn a_late_elected_creator_never_overwrites_a_record_written_since() {
+        let (kv, clock) = (MemoryKv::new(), FakeClock::default());
+        let store = store(&kv, &clock);
+        // The elected creator decides to write the empty record and is then descheduled for longer
+        // than `creation_grace`, while everyone else goes on.
+        let stalled = kv.stall_next_set(&record_key(USER));
+        std::thread::scope(|scope| {
+            let creator = scope.spawn(|| store.load_or_create(USER));
+            stalled.wait_until_reached();
+            for _ in 0..14 {
+                store.update(USER, set(live)).expect("update");
+            }
+            assert_eq!(
+                store
+                    .load(USER)
+                    .expect("load")
+                    .expect("exists")
+                    .record
+                    .version,
+                14
+            );
+            stalled.release();
+            let late = creator
+                .join()
+                .expect("creator thread")
+                .expect("late creator");
+            assert_eq!(
+                late.record.fly_machine_id.as_deref(),
+                Some("m1"),
+                "the late creator reads the live record"
+            );
+        });
+        assert_eq!(
+            kv.raw(&record_key(USER)).as_deref(),
+            Some(SUPERSEDED),
+            "the late write was sealed"
+        );
+        let record = store.load(USER).expect("load").expect("exists").record;
+        assert_eq!(record.version, 14, "{record:?}");
+        assert_eq!(record.fly_machine_id.as_deref(), Some("m1"));
+        assert_eq!(record.kilocode_api_key.as_deref(), Some("kilo-key"));
+        // Writes go on against the live record, and the proxy's one-read path finds it too.
+        let (_, next) = store
+            .update(USER, set(|r| r.health_check_fail_count += 1))
+            .expect("update");
+        assert_eq!(next.version, 15);
+        let route = crate::lifecycle::route_of(&kv, USER, None).expect("route");
+        assert_eq!(route.machine_id, "m1");
+    }
+
+    #[test]
+    fn a_late_creation_write_is_sealed_so_it_never_becomes_live() {
+        let (kv, clock) = (MemoryKv::new(), FakeClock::default());
+        let store = store(&kv, &clock);
+        // Generation 1's creator stalled; generation 2 took over and the instance lives there.
+        kv.increment(&creation_key(USER, 1), 1).expect("claim 1");
+        store.update(USER, set(live)).expect("update");
+        assert!(kv.get(&record_key(USER)).expect("get").is_none());
+        // Then the stalled creator's write lands after all.
+        kv.set(&record_key(USER), &InstanceRecord::empty().encode())
+            .expect("late set");
+        let snapshot = store.load(USER).expect("load").expect("exists");
+        assert_eq!(snapshot.record.fly_machine_id.as_deref(), Some("m1"));
+        assert_eq!(
+            kv.raw(&record_key(USER)).as_deref(),
+            Some(SUPERSEDED),
+            "the first reader seals it"
+        );
+        assert_eq!(
+            current_record_bytes(&kv, USER).expect("bytes"),
+            Some(snapshot.raw.clone())
+        );
+        let (_, record) = store
+            .update(USER, set(|r| r.health_check_fail_count += 1))
+            .expect("update");
+        assert_eq!(record.version, 2);
+        assert_eq!(kv.raw(&home_key(USER, 2)), Some(record.encode()));
+    }
+
+    #[test]
+    fn a_creation_write_made_live_before_the_takeover_sealed_it_stays_live() {
+        let (kv, clock) = (MemoryKv::new(), FakeClock::default());
+        let store = store(&kv, &clock);
+        store.load_or_create(USER).expect("create");
+        // A writer reads the creation write while no takeover is elected...
+        let read = store.load(USER).expect("load").expect("exists");
+        // ...a waiter that missed it elects generation 2...
+        kv.increment(&creation_key(USER, 2), 1).expect("takeover");
+        // ...and the writer's CAS from the creation write wins the race with the seal.
+        let mut next = read.record.clone();
+        live(&mut next);
+        next.version = 1;
+        assert!(store.swap(USER, &read, &next).expect("swap"));
+        // The new generation's creator finds the record live and uses it; nothing is sealed or created.
+        let found = store.load_or_create(USER).expect("load");
+        assert_eq!(found.record, next);
+        assert_eq!(found.key, record_key(USER));
+        assert_eq!(kv.raw(&home_key(USER, 2)), None);
+    }
+
+    #[test]
+    fn a_creation_write_sealed_first_refuses_the_writer_that_read_it_earlier() {
+        let (kv, clock) = (MemoryKv::new(), FakeClock::default());
+        let store = store(&kv, &clock);
+        store.load_or_create(USER).expect("create");
+        let read = store.load(USER).expect("load").expect("exists");
+        kv.increment(&creation_key(USER, 2), 1).expect("takeover");
+        // The takeover's walk seals the creation write before the writer's CAS arrives.
+        assert!(store.load(USER).expect("load").is_none());
+        assert_eq!(kv.raw(&record_key(USER)).as_deref(), Some(SUPERSEDED));
+        let mut next = read.record.clone();
+        next.version = 1;
+        assert!(!store.swap(USER, &read, &next).expect("swap"), "refused");
+        store.create(USER, 2).expect("the takeover's creation");
+        // The writer starts over and lands in generation 2.
+        let (_, written) = store.update(USER, set(live)).expect("update");
+        assert_eq!(kv.raw(&home_key(USER, 2)), Some(written.encode()));
+    }
+
+    #[test]
+    fn stalled_creators_of_several_generations_cost_one_grace_each() {
+        let (kv, clock) = (MemoryKv::new(), FakeClock::default());
+        let store = store(&kv, &clock);
+        // Generations 1 and 2 were elected and their creators never wrote.
+        kv.increment(&creation_key(USER, 1), 1).expect("claim 1");
+        kv.increment(&creation_key(USER, 2), 1).expect("claim 2");
+        let snapshot = store.load_or_create(USER).expect("create");
+        assert_eq!(snapshot.key, home_key(USER, 3));
+        assert!(clock.total_slept() >= store.settings().creation_grace);
+        assert!(clock.total_slept() < store.settings().creation_grace * 3);
+        // Both stalled creators write late; readers seal both and keep using generation 3.
+        store.update(USER, set(live)).expect("update");
+        for generation in [1, 2] {
+            kv.set(
+                &home_key(USER, generation),
+                &InstanceRecord::empty().encode(),
+            )
+            .expect("late set");
+        }
+        let record = store.load(USER).expect("load").expect("exists").record;
+        assert_eq!(record.fly_machine_id.as_deref(), Some("m1"));
+        for generation in [1, 2] {
+            assert_eq!(
+                kv.raw(&home_key(USER, generation)).as_deref(),
+                Some(SUPERSEDED)
+            );
+        }
+        let route = crate::lifecycle::route_of(&kv, USER, None).expect("route");
+        assert_eq!(route.machine_id, "m1");
+    }
+
+    proptest! {
+        /// Record homes and election counters of any two users and generations are distinct keys, and no
+        /// election counter is the record key of any user id.
+        #[test]
+        fn protocol_keys_never_collide(
+            a in "[a-z#/0-9-]{0,10}", b in "[a-z#/0-9-]{0,10}", ga in 1u32..4, gb in 1u32..4
+        ) {
+            let keys = |user: &str, generation: u32| [home_key(user, generation), creation_key(user, generation)];
+            let [home_a, election_a] = keys(&a, ga);
+            let [home_b, election_b] = keys(&b, gb);
+            prop_assert_ne!(&home_a, &election_b);
+            prop_assert_ne!(&election_a, &home_b);
+            prop_assert!(!election_a.starts_with("instance/"));
+            if (a.as_str(), ga) != (b.as_str(), gb) {
+                prop_assert_ne!(&home_a, &home_b);
+                prop_assert_ne!(&election_a, &election_b);
+            }
+        }
+    }
+
+    #[test]
+    fn election_keys_never_collide_with_record_keys() {
+        let (kv, clock) = (MemoryKv::new(), FakeClock::default());
+        let store = store(&kv, &clock);
+        // "alice" is created first; a user whose id is alice's record key plus a suffix gets a record
+        // of its own, and so does the other order ("bob#created" before "bob").
+        for user in ["alice", "alice#created", "bob#created", "bob"] {
+            let owner = user.to_owned();
+            store
+                .update(user, set(move |r| r.user_id = owner.clone()))
+                .unwrap_or_else(|e| panic!("{user}: {e}"));
+        }
+        for user in ["alice", "alice#created", "bob#created", "bob"] {
+            let record = store.load(user).expect("load").expect("exists").record;
+            assert_eq!(record.user_id, user);
+            assert_eq!(record.version, 1, "{user}: created once, written once");
+        }
     }
 
     #[test]

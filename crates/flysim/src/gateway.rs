@@ -4,6 +4,8 @@
 //!   answered (`machine_id`, `instance_id`, `app`, `region`).
 //! - `PUT|GET|DELETE /_gateway/files/{name}`: a file in the machine's attached volume directory, so data
 //!   survives stop/start, follows forks and disappears with the volume.
+//! - `ANY /_gateway/status/{code}`: answers with that status (what a user's own agent can make its
+//!   gateway answer), e.g. 502, to exercise the proxy's crash recovery.
 //! - `GET /_gateway/env`: the environment the gateway process runs with, after the image's start script
 //!   decrypted the `KILOCLAW_ENC_*` values (simulator only: it lets tests see that users' secrets arrive,
 //!   which the real gateway of course never reveals).
@@ -55,6 +57,14 @@ pub async fn http(target: &Target, parts: Parts, body: Body) -> Response {
     let path = parts.uri.path();
     if let Some(name) = path.strip_prefix("/_gateway/files/") {
         return file(target, &parts.method, name, &body);
+    }
+    if let Some(code) = path.strip_prefix("/_gateway/status/") {
+        let status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        return json_reply(status, json!({"machine_id": target.machine_id}));
     }
     if path == "/_gateway/env" && parts.method == Method::GET {
         return json_reply(StatusCode::OK, json!(target.environment));

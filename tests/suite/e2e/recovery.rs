@@ -91,3 +91,65 @@ async fn a_machine_stopped_behind_our_back_is_started_by_the_next_request() -> a
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_gateway_answers_502_cannot_tie_up_the_host() -> anyhow::Result<()> {
+    let sys = System::boot().await?;
+    let user = "user-502-storm";
+    sys.provision(user).await?;
+    sys.start(user).await?;
+    let before = machine_calls(&sys);
+    // The user's own agent makes its gateway answer 502 to everything, 40 times at once.
+    let started = std::time::Instant::now();
+    let replies = futures_util::future::join_all((0..40).map(|_| async {
+        sys.send(sys.as_user(user, Method::GET, "/_gateway/status/502")?)
+            .await
+    }))
+    .await;
+    for reply in replies {
+        let reply = reply?;
+        ensure!(
+            reply.status == 502,
+            "the machine's own answer: {} {}",
+            reply.status,
+            reply.text
+        );
+    }
+    ensure!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    let fly_calls = machine_calls(&sys) - before;
+    ensure!(
+        fly_calls <= 4,
+        "one recovery in the window, not one per response: {fly_calls} machine calls: {:?}",
+        sys.sim()
+            .requests()
+            .iter()
+            .rev()
+            .take(6)
+            .map(|r| format!("{} {} {} {}", r.seq, r.operation, r.path, r.status))
+            .collect::<Vec<_>>()
+    );
+    // Other users are unaffected.
+    sys.provision("user-bystander").await?;
+    sys.start("user-bystander").await?;
+    sys.send(sys.as_user("user-bystander", Method::GET, "/fine")?)
+        .await?
+        .expect_echo(200)?;
+    Ok(())
+}
+
+/// Machines API calls that start or inspect a machine so far.
+fn machine_calls(sys: &System) -> usize {
+    [
+        "get_machine",
+        "update_machine",
+        "start_machine",
+        "wait_machine",
+    ]
+    .iter()
+    .map(|operation| sys.sim().count_requests(operation))
+    .sum()
+}

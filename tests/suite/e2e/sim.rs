@@ -131,6 +131,11 @@ impl Fly {
         self.admin().state()
     }
 
+    /// The Machines API request log, oldest first.
+    pub fn requests(&self) -> Vec<kiloclaw_flysim::RequestRecord> {
+        self.admin().requests()
+    }
+
     /// How many Machines API calls of `operation` (e.g. `set_secret`) the simulator answered.
     pub fn count_requests(&self, operation: &str) -> usize {
         self.admin()

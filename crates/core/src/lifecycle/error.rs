@@ -36,7 +36,11 @@ pub enum LifecycleError {
     /// The machine environment could not be built (missing private key, bad stored names). HTTP 500.
     #[error(transparent)]
     Env(#[from] EnvError),
-    /// The store failed; see [`StoreError::is_retryable`]. `Busy` is HTTP 409, the rest 503 or 500.
+    /// The store failed; see [`StoreError::is_retryable`]. `Busy` and `LeaseLost` are HTTP 409, the rest
+    /// 503 or 500. `LeaseLost` means this operation stalled past its lease and another one took the
+    /// instance over: it stopped (before its next Fly call, or without writing its result) and the
+    /// request may be retried, to act on the new holder's result (the `instances` component answers
+    /// both as "busy").
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A Fly call failed. Transient failures (429, 408, 5xx, no response) are HTTP 503 and retryable;
@@ -62,6 +66,8 @@ impl LifecycleError {
     /// Whether the same request may succeed later without changes.
     pub fn is_retryable(&self) -> bool {
         match self {
+            // The commit itself must not be retried (the new holder's view wins), the request may.
+            Self::Store(StoreError::LeaseLost) => true,
             Self::Store(error) => error.is_retryable(),
             Self::Fly { source, .. } => source.is_transient() || source.is_capacity(),
             Self::Destroying { .. } | Self::NoRegion(_) => true,
@@ -74,9 +80,9 @@ impl LifecycleError {
         match self {
             Self::InvalidUserId(_) => 400,
             Self::NotProvisioned => 404,
-            Self::Destroying { .. } | Self::NotRunning | Self::Store(StoreError::Busy { .. }) => {
-                409
-            }
+            Self::Destroying { .. }
+            | Self::NotRunning
+            | Self::Store(StoreError::Busy { .. } | StoreError::LeaseLost) => 409,
             Self::Store(error) if error.is_retryable() => 503,
             Self::NoFlyApp | Self::NoRegion(_) => 503,
             Self::Fly { source, .. } if source.is_transient() => 503,

@@ -4,8 +4,11 @@
 //! `instances` component builds one per request and calls one method. Every operation with Fly side
 //! effects runs in a [`Session`]: it takes the user's fenced lease (see `store`), writes intent before
 //! each side effect, commits each result as soon as it exists (a created machine id before waiting for
-//! it), renews the lease before every long Fly wait, and finally schedules the next reconcile check and
-//! releases the lease. Reads (`status`, `config`, `route`) take no lease.
+//! it), renews the lease before every long Fly wait (and stops there, before any further Fly call, when
+//! the renewal fails: another operation may own the instance by then), and finally schedules the next
+//! reconcile check and releases the lease. Before creating a volume or a machine it looks for one that a
+//! stalled holder created but could not record, and adopts it. Reads (`status`, `config`, `route`) take no
+//! lease.
 //!
 //! Differences from the original, on purpose (§10): tolerant decoding; re-provision keeps an omitted Kilo
 //! key; capacity recovery keeps a machine it could not delete as an orphan to retry instead of forgetting
@@ -17,6 +20,7 @@ mod error;
 mod exec;
 mod ops;
 mod reconcile;
+mod recovery;
 mod resources;
 mod route;
 mod views;
@@ -30,6 +34,7 @@ pub use exec::{
 };
 pub use ops::{DestroyOutcome, ProvisionOutcome};
 pub use reconcile::{DueReport, ReconcileOutcome, select_recovery_candidate};
+pub use recovery::{RECOVERY_WINDOW, Recovery};
 pub use route::route_of;
 pub use views::{ChannelsView, ConfigSummary, InstanceStatus, KiloCodeConfigView, Route};
 
@@ -161,6 +166,7 @@ impl<'a> Instances<'a> {
             instances: self,
             guard: Some(guard),
             prepared_env: None,
+            adopted_machine: false,
         };
         let result = body(&mut session);
         let finish = session.finish();
@@ -184,6 +190,9 @@ pub struct Session<'s, 'a> {
     /// The machine env built (and its envelopes decrypted) before the lease was taken, with the record
     /// it was built from; reused while the record's env inputs are unchanged.
     pub(crate) prepared_env: Option<(InstanceRecord, MachineEnv)>,
+    /// Whether this operation already adopted a machine that no record named: once is enough, and a
+    /// machine that Fly lists but then cannot find must not be adopted again and again.
+    pub(crate) adopted_machine: bool,
 }
 
 impl std::fmt::Debug for Session<'_, '_> {

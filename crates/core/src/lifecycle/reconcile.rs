@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::due::{MINUTE_MS, minute_of};
+use crate::due::{MINUTE_MS, SWEEP_OVERDUE_MS, SWEEP_READ_CHUNK, minute_of};
 use crate::fly::{Machine, MachineListFilter, MachineState};
 use crate::machine::{METADATA_USER_ID, VOLUME_MOUNT_PATH, mount};
 use crate::record::{InstanceRecord, InstanceState};
-use crate::store::{StoreError, duration_ms};
+use crate::store::{StoreError, duration_ms, record_key};
 
 use super::{INTERVAL_IDLE, Instances, LifecycleError, SELF_HEAL_THRESHOLD, Session};
 
@@ -38,28 +38,49 @@ pub struct ReconcileOutcome {
     pub rate_limited: bool,
     /// Status after the pass.
     pub status: Option<String>,
+    /// A step failed with an error that may pass (logged; not a 429, which asks for the opposite): the
+    /// due walk checks again after a short backoff instead of a whole cadence later.
+    pub retry_soon: bool,
 }
 
-/// What one due-index walk did.
+/// What one due-index walk (and the sweep step after it) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DueReport {
-    /// Minutes claimed and processed.
+    /// Minutes claimed and finished (cleared).
     pub minutes: u32,
     /// Instances checked.
     pub checked: u32,
-    /// Entries skipped (superseded, unprovisioned, or their instance busy and requeued).
+    /// Entries skipped (superseded or unprovisioned).
     pub skipped: u32,
-    /// Entries moved to the next minute (budget spent, rate limited, busy).
+    /// Entries moved to a later minute (budget spent, rate limited, busy, or a failure to retry soon).
     pub requeued: u32,
-    /// Checks that failed (logged).
+    /// Checks that failed (logged; each one requeued or left in its minute).
     pub errors: u32,
     /// Stopped early because Fly rate-limited us.
     pub rate_limited: bool,
+    /// Registry entries the sweep looked at.
+    pub swept: u32,
+    /// Unwatched instances the sweep put back into the index.
+    pub rescued: u32,
 }
 
 /// Entries count as current if their minute is not more than this before the record's next check.
 const STALE_SLACK_MS: i64 = MINUTE_MS;
+/// Delay before a check that failed transiently (store error, Fly 5xx, contention) is tried again: long
+/// enough for a blip to pass, short enough that the instance is not left alone for a whole cadence.
+pub const RETRY_BACKOFF_MS: i64 = 2 * MINUTE_MS;
+/// Delay before checking an instance whose lease another operation holds (it schedules its own check when
+/// it finishes; this entry only covers a holder that dies).
+const BUSY_BACKOFF_MS: i64 = MINUTE_MS;
+
+/// What became of one minute of the index.
+enum MinuteOutcome {
+    /// Cleared, or nothing was ever scheduled in it.
+    Done,
+    /// Held by another walker, or left with entries this walker could neither check nor requeue.
+    Pending,
+}
 
 impl Instances<'_> {
     /// Reconciles one user now (`POST /api/platform/reconcile` for one user, tests, live checks), waiting
@@ -95,48 +116,28 @@ impl Instances<'_> {
         self.record(user_id)
     }
 
-    /// Walks the due index from its cursor up to one minute ago, checking each due instance under its
-    /// lease, within `budget` of wall time and at most `max_checks` checks. Safe to run concurrently.
+    /// One cron tick: walks the due index from its cursor up to one minute ago, checking each due instance
+    /// under its lease, within `budget` of wall time and at most `max_checks` checks; then sweeps one batch
+    /// of the registry (see [`crate::due`]). Safe to run concurrently and to kill at any point.
+    ///
+    /// A failure of the index itself (claiming, reading or clearing a minute) ends the walk and is
+    /// returned after the sweep ran; nothing is lost by it (the minute's claim expires). A failure for one
+    /// instance only requeues that instance.
     pub fn reconcile_due(
         &self,
         budget: Duration,
         max_checks: u32,
     ) -> Result<DueReport, LifecycleError> {
-        let started = self.now();
-        let deadline = started + duration_ms(budget);
-        let due = self.due();
-        let last_ready = minute_of(started) - 1;
-        let first = due
-            .cursor()
-            .map_err(StoreError::from)?
-            .unwrap_or(last_ready - 60);
+        let deadline = self.now() + duration_ms(budget);
         let mut report = DueReport::default();
-        let mut minute = first;
-        while minute <= last_ready {
-            if self.now() >= deadline || report.checked >= max_checks || report.rate_limited {
-                break;
-            }
-            if due.claim(minute).map_err(StoreError::from)? {
-                let entries = due.entries(minute).map_err(StoreError::from)?;
-                for (index, user_id) in entries.iter().enumerate() {
-                    let out_of_budget = self.now() >= deadline
-                        || report.checked >= max_checks
-                        || report.rate_limited;
-                    if out_of_budget {
-                        for rest in &entries[index..] {
-                            due.schedule(rest, self.now(), self.now())
-                                .map_err(StoreError::from)?;
-                            report.requeued += 1;
-                        }
-                        break;
-                    }
-                    self.check_due_entry(user_id, minute, &mut report)?;
-                }
-                due.clear(minute).map_err(StoreError::from)?;
-                report.minutes += 1;
-            }
-            minute += 1;
-            due.set_cursor(minute).map_err(StoreError::from)?;
+        let walked = self.walk_due(deadline, max_checks, &mut report);
+        if let Err(error) = &walked {
+            tracing::warn!(tag = "reconcile", reason = "cron", action = "due_walk_aborted", error = %error);
+        }
+        if let Err(error) = self.sweep(&mut report) {
+            // The sweep is a backstop: its failure is logged and retried next tick, not the tick's failure.
+            report.errors += 1;
+            tracing::warn!(tag = "reconcile", reason = "sweep", action = "sweep_failed", error = %error);
         }
         tracing::info!(
             tag = "reconcile",
@@ -147,27 +148,161 @@ impl Instances<'_> {
             skipped = report.skipped,
             requeued = report.requeued,
             errors = report.errors,
-            rate_limited = report.rate_limited
+            rate_limited = report.rate_limited,
+            swept = report.swept,
+            rescued = report.rescued
         );
+        walked.map_err(LifecycleError::from)?;
         Ok(report)
     }
 
-    fn check_due_entry(
+    fn out_of_budget(&self, until_ms: i64, max_checks: u32, report: &DueReport) -> bool {
+        self.now() >= until_ms || report.checked >= max_checks || report.rate_limited
+    }
+
+    /// The walk part of [`Self::reconcile_due`]; moves the cursor up to the first minute not seen done.
+    fn walk_due(
         &self,
-        user_id: &str,
-        minute: i64,
+        deadline: i64,
+        max_checks: u32,
         report: &mut DueReport,
-    ) -> Result<(), LifecycleError> {
+    ) -> Result<(), StoreError> {
+        let due = self.due();
+        let last_ready = minute_of(self.now()) - 1;
+        let first = due.cursor()?.unwrap_or(last_ready - 60);
+        let mut pending = None;
+        let mut minute = first;
+        let walked = loop {
+            if minute > last_ready || self.out_of_budget(deadline, max_checks, report) {
+                break Ok(());
+            }
+            match self.walk_minute(minute, deadline, max_checks, report) {
+                Ok(MinuteOutcome::Done) => {}
+                Ok(MinuteOutcome::Pending) => {
+                    pending.get_or_insert(minute);
+                }
+                Err(error) => {
+                    pending.get_or_insert(minute);
+                    break Err(error);
+                }
+            }
+            minute += 1;
+        };
+        // Never past a minute that still holds entries: a stale-low cursor costs `exists` calls, a cursor
+        // past a pending minute would lose it.
+        let cursor = pending.unwrap_or(minute);
+        if cursor != first
+            && let Err(error) = due.set_cursor(cursor)
+        {
+            tracing::warn!(tag = "reconcile", reason = "cron", action = "cursor_write_failed", minute = cursor, error = %error);
+            return walked.and(Err(error.into()));
+        }
+        walked
+    }
+
+    /// Claims, processes and clears one minute.
+    fn walk_minute(
+        &self,
+        minute: i64,
+        deadline: i64,
+        max_checks: u32,
+        report: &mut DueReport,
+    ) -> Result<MinuteOutcome, StoreError> {
+        let due = self.due();
+        if !due.has_entries(minute)? {
+            return Ok(MinuteOutcome::Done);
+        }
+        let Some(claim) = due.claim(minute, self.now())? else {
+            tracing::info!(
+                tag = "reconcile",
+                reason = "claimed_elsewhere",
+                action = "skip_minute",
+                minute
+            );
+            return Ok(MinuteOutcome::Pending);
+        };
+        let entries = match due.entries(minute) {
+            Ok(entries) => entries,
+            Err(error) => {
+                self.give_up_claim(&claim, "entries_unreadable");
+                return Err(error.into());
+            }
+        };
+        let until = deadline.min(claim.work_until_ms());
+        let mut complete = true;
+        let mut deferred = 0u32;
+        for (index, user_id) in entries.iter().enumerate() {
+            if self.out_of_budget(until, max_checks, report) {
+                // Out of time (or rate limited): the rest goes to the next minute. If the store refuses
+                // that, the rest simply stays in this minute, which is then walked again.
+                for rest in &entries[index..] {
+                    let now = self.now();
+                    if self.due().schedule(rest, now, now).is_err() {
+                        complete = false;
+                        break;
+                    }
+                    report.requeued += 1;
+                    deferred += 1;
+                }
+                break;
+            }
+            complete &= self.check_due_entry(user_id, minute, report);
+        }
+        if !complete {
+            tracing::warn!(
+                tag = "reconcile",
+                reason = "entries_not_requeued",
+                action = "keep_minute",
+                minute,
+                entries = entries.len()
+            );
+            self.give_up_claim(&claim, "entries_not_requeued");
+            return Ok(MinuteOutcome::Pending);
+        }
+        if let Err(error) = due.clear(&claim) {
+            // Entries already handled are superseded by then, so walking the minute again is cheap.
+            self.give_up_claim(&claim, "clear_failed");
+            return Err(error.into());
+        }
+        report.minutes += 1;
+        tracing::info!(
+            tag = "reconcile",
+            reason = "cron",
+            action = "minute_done",
+            minute,
+            entries = entries.len(),
+            deferred
+        );
+        Ok(MinuteOutcome::Done)
+    }
+
+    /// Releases a claim this walker cannot finish, so the next tick retries the minute at once; if even
+    /// that fails, the claim expires by itself.
+    fn give_up_claim(&self, claim: &crate::due::Claim, reason: &'static str) {
+        let released = self.due().release(claim);
+        tracing::warn!(
+            tag = "reconcile",
+            reason,
+            action = "release_claim",
+            minute = claim.minute(),
+            released = released.is_ok(),
+            expires_at_ms = claim.expires_at_ms()
+        );
+    }
+
+    /// Checks one due entry. Returns `false` only when the entry could neither be handled nor requeued, so
+    /// its minute must be kept for another walk.
+    fn check_due_entry(&self, user_id: &str, minute: i64, report: &mut DueReport) -> bool {
         let record = match self.record(user_id) {
             Ok(Some(record)) if record.is_provisioned() => record,
             Ok(_) => {
                 report.skipped += 1;
-                return Ok(());
+                return true;
             }
             Err(error) => {
-                tracing::warn!(tag = "reconcile", reason = "cron", action = "read_failed", user_id, error = %error);
                 report.errors += 1;
-                return Ok(());
+                let retry = Retry::after("read_failed", &error, false);
+                return self.retry_later(user_id, minute, retry, report);
             }
         };
         let entry_end = (minute + 1) * MINUTE_MS;
@@ -177,35 +312,167 @@ impl Instances<'_> {
         {
             // Superseded by a later schedule, which has its own entry.
             report.skipped += 1;
-            return Ok(());
+            return true;
         }
         let owner = format!("cron-{:016x}", self.random.next_u64());
         let guard = match self.store().try_acquire(user_id, &owner) {
             Ok(Ok(guard)) => guard,
-            Ok(Err(_held)) => {
+            Ok(Err(held)) => {
                 // Busy: the holder schedules a check when it finishes; requeue in case it dies.
-                self.due()
-                    .schedule(user_id, self.now() + MINUTE_MS, self.now())
-                    .map_err(StoreError::from)?;
-                report.requeued += 1;
-                return Ok(());
+                let at = self.now() + BUSY_BACKOFF_MS;
+                return match self.due().schedule(user_id, at, self.now()) {
+                    Ok(requeued) => {
+                        report.requeued += 1;
+                        tracing::info!(tag = "reconcile", reason = "lease_busy", action = "requeue", user_id, minute,
+                            requeued_minute = requeued, holder = %held.owner);
+                        true
+                    }
+                    Err(error) => {
+                        tracing::warn!(tag = "reconcile", reason = "lease_busy", action = "requeue_failed", user_id, minute, error = %error);
+                        false
+                    }
+                };
             }
             Err(error) => {
-                tracing::warn!(tag = "reconcile", reason = "cron", action = "lease_failed", user_id, error = %error);
                 report.errors += 1;
-                return Ok(());
+                let error = LifecycleError::from(error);
+                let retry = Retry::after("lease_failed", &error, false);
+                return self.retry_later(user_id, minute, retry, report);
             }
         };
         match self.run_session(guard, |session| session.reconcile_with_fly("alarm")) {
             Ok(outcome) => {
                 report.checked += 1;
                 report.rate_limited |= outcome.rate_limited;
+                if outcome.retry_soon && !outcome.rate_limited {
+                    // Checked, but a step failed transiently (logged by the check): look again soon rather
+                    // than a whole cadence later. The session already scheduled the regular check, so a
+                    // failure to requeue loses nothing.
+                    let retry = Retry {
+                        reason: "check_step_failed",
+                        error: &"a step of the check failed transiently (logged by the check)",
+                        delay_ms: RETRY_BACKOFF_MS,
+                        lower_next_check: true,
+                    };
+                    let _ = self.retry_later(user_id, minute, retry, report);
+                }
+                true
             }
             Err(error) => {
-                tracing::warn!(tag = "reconcile", reason = "alarm", action = "reconcile_failed", user_id, error = %error);
                 report.errors += 1;
+                // The session may have failed before scheduling its next check (store error while
+                // finishing), or after pushing it a cadence out: either way the retry must count.
+                let retry = Retry::after("check_failed", &error, true);
+                self.retry_later(user_id, minute, retry, report)
             }
         }
+    }
+
+    /// Requeues `user_id` after a failure, as `retry` says. Returns whether the entry was written.
+    fn retry_later(
+        &self,
+        user_id: &str,
+        minute: i64,
+        retry: Retry<'_>,
+        report: &mut DueReport,
+    ) -> bool {
+        let Retry {
+            reason,
+            error,
+            delay_ms,
+            lower_next_check,
+        } = retry;
+        let now = self.now();
+        let at = now + delay_ms;
+        // Entry first, then the record, like every writer of the index (module doc of `due`).
+        let requeued = match self.due().schedule(user_id, at, now) {
+            Ok(requeued) => requeued,
+            Err(schedule_error) => {
+                tracing::warn!(tag = "reconcile", reason, action = "requeue_failed", user_id, minute,
+                    error = %error, schedule_error = %schedule_error);
+                return false;
+            }
+        };
+        report.requeued += 1;
+        tracing::warn!(tag = "reconcile", reason, action = "requeue", user_id, minute, requeued_minute = requeued,
+            retry_at_ms = at, error = %error);
+        if lower_next_check {
+            let lowered = self.store().update(user_id, |record| {
+                if record.status.is_some() {
+                    record.next_check_at_ms =
+                        Some(record.next_check_at_ms.map_or(at, |next| next.min(at)));
+                }
+                Ok::<(), StoreError>(())
+            });
+            if let Err(update_error) = lowered {
+                // The entry stays; at worst it is skipped as stale and the regular check comes first.
+                tracing::warn!(tag = "reconcile", reason, action = "lower_next_check_failed", user_id, error = %update_error);
+            }
+        }
+        true
+    }
+
+    /// One sweep step: takes the next registry batch and puts back into the index every provisioned
+    /// instance that names no next check or is more than `SWEEP_OVERDUE_MS` overdue.
+    fn sweep(&self, report: &mut DueReport) -> Result<(), StoreError> {
+        let due = self.due();
+        let Some(batch) = due.next_sweep_batch()? else {
+            return Ok(());
+        };
+        let now = self.now();
+        let mut rescued = 0u32;
+        for users in batch.users.chunks(SWEEP_READ_CHUNK) {
+            let keys: Vec<String> = users.iter().map(|user| record_key(user)).collect();
+            let values = self.kv.get_many(&keys)?;
+            for (user_id, (_, value)) in users.iter().zip(values) {
+                report.swept += 1;
+                let written = value
+                    .and_then(|raw| InstanceRecord::decode(&raw).ok())
+                    .map(|(record, _)| record)
+                    .filter(|record| record.version >= 1);
+                let record = match written {
+                    Some(record) => record,
+                    // Absent at the usual key, unreadable, or never written since its creation: rare, so
+                    // the store's own reader decides (it follows a record that creation had to place
+                    // elsewhere, and reports a corrupt one).
+                    None => match self.record(user_id) {
+                        Ok(Some(record)) => record,
+                        Ok(None) => continue,
+                        Err(error) => {
+                            tracing::warn!(tag = "reconcile", reason = "sweep", action = "skip_unreadable_record", user_id = %user_id, error = %error);
+                            continue;
+                        }
+                    },
+                };
+                if !record.is_provisioned() {
+                    continue;
+                }
+                let next = record.next_check_at_ms;
+                if next.is_some_and(|at| at.saturating_add(SWEEP_OVERDUE_MS) >= now) {
+                    continue;
+                }
+                let reason = if next.is_some() {
+                    "overdue"
+                } else {
+                    "unscheduled"
+                };
+                let requeued = due.schedule(user_id, now, now)?;
+                rescued += 1;
+                tracing::warn!(tag = "reconcile", reason, action = "sweep_requeue", user_id = %user_id,
+                    next_check_at_ms = ?next, requeued_minute = requeued);
+            }
+        }
+        report.rescued += rescued;
+        tracing::info!(
+            tag = "reconcile",
+            reason = "sweep",
+            action = "sweep_batch",
+            first = batch.first,
+            last = batch.last,
+            registered = batch.registered,
+            users = batch.users.len(),
+            rescued
+        );
         Ok(())
     }
 }
@@ -370,8 +637,7 @@ impl Session<'_, '_> {
         self.stop_machine_and_wait(&machine.id)?;
         let mut config = config;
         config.mounts = vec![mount(&volume_id)];
-        self.update_and_boot(&machine.id, config, &MachineState::Stopped)
-            .map_err(|(operation, error)| LifecycleError::fly(operation, error))?;
+        self.update_and_boot(&machine.id, config, &MachineState::Stopped)?;
         Ok(())
     }
 
@@ -499,8 +765,42 @@ pub fn select_recovery_candidate(machines: &[Machine]) -> Option<&Machine> {
         })
 }
 
+/// Why and when a due entry is tried again after a failure.
+struct Retry<'e> {
+    /// The decision's reason in the log.
+    reason: &'static str,
+    /// What failed.
+    error: &'e dyn std::fmt::Display,
+    /// How long from now.
+    delay_ms: i64,
+    /// Also pull the record's `nextCheckAtMs` forward to the retry: a failed session may already have
+    /// pushed it a whole cadence out, which would make the new entry look stale and be skipped.
+    lower_next_check: bool,
+}
+
+impl<'e> Retry<'e> {
+    /// A retry after `error`: in [`RETRY_BACKOFF_MS`] when the failure may pass, at the idle cadence when it
+    /// will not (a corrupt record stays watched without flooding the log).
+    fn after(reason: &'static str, error: &'e LifecycleError, lower_next_check: bool) -> Self {
+        let delay_ms = if error.is_retryable() {
+            RETRY_BACKOFF_MS
+        } else {
+            duration_ms(INTERVAL_IDLE)
+        };
+        Self {
+            reason,
+            error,
+            delay_ms,
+            lower_next_check,
+        }
+    }
+}
+
 fn note(outcome: &mut ReconcileOutcome, error: &LifecycleError) {
     if let LifecycleError::Fly { source, .. } = error {
         outcome.rate_limited |= source.is_rate_limited();
     }
+    // Only failures that may pass are worth an early retry: a permanent one (a rejected request, missing
+    // configuration) would just fail again sooner and more often.
+    outcome.retry_soon |= error.is_retryable();
 }

@@ -7,12 +7,14 @@ use crate::fly::{
     MachineConfig, MachineListFilter, MachineState, UpdateMachineRequest, Volume, WaitRequest,
     WaitState,
 };
-use crate::ids::app_name_from_user_id;
+use crate::ids::{app_name_from_user_id, volume_name};
 use crate::machine::{
-    METADATA_USER_ID, deprioritize_region, machine_config, regions_for, volume_request,
+    METADATA_USER_ID, VOLUME_MOUNT_PATH, deprioritize_region, machine_config, regions_for,
+    volume_request,
 };
 use crate::record::InstanceRecord;
 use crate::secrets::machine_env::{ENV_KEY_SECRET, EnvKey, seal_env};
+use crate::store::StoreError;
 
 use super::{LifecycleError, Session};
 
@@ -97,8 +99,10 @@ impl<'a> Session<'_, 'a> {
         Ok(())
     }
 
-    /// A taken name is ours unless one of its machines names another user (listing failures fail open,
-    /// as the original did: the name is derived from our own user id).
+    /// A taken name is ours unless one of its machines names another user. When its machines cannot
+    /// be listed the name is *not* taken for ours (the original failed open): the app may be a
+    /// squatter's in another organisation, and adopting it would hand its URL to the browser as the
+    /// user's gateway. The caller retries later.
     fn verify_app_ownership(&self, app: &str, user_id: &str) -> Result<(), LifecycleError> {
         match self
             .instances
@@ -124,8 +128,8 @@ impl<'a> Session<'_, 'a> {
                 Ok(())
             }
             Err(error) => {
-                tracing::warn!(tag = "lifecycle", action = "app_ownership_unverified", user_id, app, error = %error);
-                Ok(())
+                tracing::warn!(tag = "lifecycle", action = "app_ownership_unverified", reason = "fail_closed", user_id, app, error = %error);
+                Err(LifecycleError::fly("verify app ownership", error))
             }
         }
     }
@@ -167,18 +171,106 @@ impl<'a> Session<'_, 'a> {
         regions
     }
 
-    /// Creates a volume when there is none (`ensureVolume`) and commits its id and region.
+    /// Creates a volume when there is none (`ensureVolume`) and commits its id and region. A volume of
+    /// this user that no record field names (one a holder created and could not commit) is adopted
+    /// instead, so a holder that lost its lease between its create and its commit leaves no duplicate.
     pub(crate) fn ensure_volume(&mut self, reason: &'static str) -> Result<(), LifecycleError> {
         if self.record().fly_volume_id.is_some() || self.record().sandbox_id.is_empty() {
             return Ok(());
         }
+        if let Some(volume) = self.find_unrecorded_volume()? {
+            tracing::warn!(tag = "reconcile", reason, action = "adopt_volume", user_id = %self.user_id(),
+                volume_id = %volume.id, region = %volume.region);
+            return self.commit(|r| {
+                r.fly_volume_id = Some(volume.id.clone());
+                r.fly_region = Some(volume.region.clone());
+                // Adopting wins over a stale holder that listed it as its orphan meanwhile.
+                r.orphaned_volume_ids.retain(|v| v != &volume.id);
+            });
+        }
         let volume = self.create_volume_with_fallback(&self.volume_regions(), None)?;
         tracing::info!(tag = "reconcile", reason, action = "create_volume", user_id = %self.user_id(),
             volume_id = %volume.id, region = %volume.region);
-        self.commit(|r| {
+        self.commit_created_volume(&volume, reason)
+    }
+
+    /// An unattached volume named for this user's sandbox in its own app that no record field names, the
+    /// oldest first (the likelier to hold data). Only in a per-user app: volume names are not unique and,
+    /// cut to 30 characters, two users' names can be equal, so in the legacy shared app a name proves
+    /// nothing (there a stale holder's volume is only kept as an orphan, see
+    /// [`Self::commit_created_volume`]).
+    fn find_unrecorded_volume(&self) -> Result<Option<Volume>, LifecycleError> {
+        let record = self.record();
+        let Some(app) = record.fly_app_name.clone() else {
+            return Ok(None);
+        };
+        let name = volume_name(&record.sandbox_id);
+        let known: Vec<&String> = record
+            .fly_volume_id
+            .iter()
+            .chain(&record.pending_destroy_volume_id)
+            .chain(&record.orphaned_volume_ids)
+            .collect();
+        // A failed listing fails the operation (retryable): creating blindly could leak one.
+        let volumes = self
+            .instances
+            .fly
+            .list_volumes(&app)
+            .map_err(|e| LifecycleError::fly("list volumes", e))?;
+        Ok(volumes
+            .into_iter()
+            .filter(|v| v.name == name && !v.state.is_deleted() && v.attached_machine_id.is_none())
+            .filter(|v| !known.contains(&&v.id))
+            .min_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id))))
+    }
+
+    /// Commits the id and region of a volume this holder just created. If the lease was lost since (the
+    /// holder stalled past its expiry and another operation took over), the holder cannot commit, so it
+    /// records the volume as an orphan with a lease-free update (which never disturbs the new holder) unless
+    /// the record names it by now (the new holder adopted it): the next reconcile deletes it, instead of it
+    /// leaking with no record naming it.
+    fn commit_created_volume(
+        &mut self,
+        volume: &Volume,
+        reason: &'static str,
+    ) -> Result<(), LifecycleError> {
+        let result = self.commit(|r| {
             r.fly_volume_id = Some(volume.id.clone());
             r.fly_region = Some(volume.region.clone());
-        })
+        });
+        if let Err(LifecycleError::Store(StoreError::LeaseLost)) = &result {
+            self.orphan_volume_of_lost_lease(&volume.id, reason);
+        }
+        result
+    }
+
+    /// See [`Self::commit_created_volume`]. Best effort: a failure is logged (the volume then leaks as
+    /// it did before, named in the log line).
+    fn orphan_volume_of_lost_lease(&self, volume_id: &str, reason: &'static str) {
+        let user_id = self.user_id();
+        let outcome = self.instances.store().update(&user_id, |r| {
+            let named = r.fly_volume_id.as_deref() == Some(volume_id)
+                || r.pending_destroy_volume_id.as_deref() == Some(volume_id)
+                || r.orphaned_volume_ids.iter().any(|v| v == volume_id);
+            if !named {
+                r.orphaned_volume_ids.push(volume_id.to_owned());
+            }
+            Ok::<bool, StoreError>(!named)
+        });
+        match outcome {
+            Ok((orphaned, _)) => tracing::warn!(
+                tag = "reconcile",
+                reason,
+                action = "orphan_volume_after_lease_lost",
+                user_id,
+                volume_id,
+                orphaned
+            ),
+            Err(error) => {
+                tracing::error!(tag = "reconcile", reason, action = "orphan_volume_after_lease_lost",
+                user_id, volume_id, orphaned = false, error = %error)
+            }
+        }
     }
 
     /// Capacity recovery (`replaceStrandedVolume`): retire the machine (kept as an orphan if Fly will not
@@ -220,10 +312,7 @@ impl<'a> Session<'_, 'a> {
                 volume_id = %volume.id, region = %volume.region);
             volume
         };
-        self.commit(|r| {
-            r.fly_volume_id = Some(volume.id.clone());
-            r.fly_region = Some(volume.region.clone());
-        })?;
+        self.commit_created_volume(&volume, reason)?;
         let result = self.delete_volume(&old_volume);
         tracing::info!(tag = "reconcile", reason, action = "delete_stranded_volume", user_id,
             volume_id = %old_volume, result = ?result);
@@ -358,29 +447,89 @@ impl<'a> Session<'_, 'a> {
             .and(record.app_setup.env_key_secrets_version)
     }
 
+    /// Renews the lease, then waits for `state`. The outer `Err` means the lease could not be renewed
+    /// (taken over, or the store failed): the holder must stop before its next Fly call, since another
+    /// operation may own the instance now (a user's stop completing under the new lease must not be
+    /// undone by this holder's next start). The inner result is Fly's answer.
     fn wait(
         &mut self,
         machine_id: &str,
         state: WaitState,
         instance_id: Option<String>,
-    ) -> Result<(), FlyError> {
+    ) -> Result<Result<(), FlyError>, LifecycleError> {
         if let Err(error) = self.renew() {
-            tracing::warn!(tag = "lifecycle", action = "renew_failed", error = %error);
+            tracing::warn!(tag = "lifecycle", action = "stop_before_fly_call", user_id = %self.user_id(),
+                machine_id, reason = "lease_renewal_failed", error = %error);
+            return Err(error);
         }
-        let app = self
-            .app_name()
-            .map_err(|e| FlyError::invalid_request("wait", e.to_string()))?;
+        let app = self.app_name()?;
         let mut request = WaitRequest::new(state, self.instances.settings.startup_timeout_s);
         request.instance_id = instance_id;
-        self.instances
+        Ok(self
+            .instances
             .fly
             .wait_machine(&app, machine_id, &request)
-            .map(|_| ())
+            .map(|_| ()))
     }
 
-    /// `createNewMachine`: create (name = sandbox id, so a crash before the commit is found again by
-    /// metadata recovery), commit the id at once, then wait for `started`.
+    /// A machine of this user (by metadata) that no record field names and that mounts the recorded
+    /// volume: one a holder created and then could not commit (it lost its lease, or died). Adopting it
+    /// instead of creating another is what keeps a stalled holder from leaving a duplicate behind.
+    fn find_unrecorded_machine(&self) -> Result<Option<Machine>, LifecycleError> {
+        let record = self.record();
+        let Some(volume_id) = record.fly_volume_id.clone() else {
+            return Ok(None);
+        };
+        let known: Vec<&String> = record
+            .fly_machine_id
+            .iter()
+            .chain(&record.pending_destroy_machine_id)
+            .chain(&record.orphaned_machine_ids)
+            .collect();
+        let app = self.app_name()?;
+        // A failed listing fails the operation (retryable): creating blindly could duplicate.
+        let machines = self
+            .instances
+            .fly
+            .list_machines(
+                &app,
+                &MachineListFilter::metadata(METADATA_USER_ID, record.user_id.clone()),
+            )
+            .map_err(|e| LifecycleError::fly("list machines", e))?;
+        let candidates: Vec<Machine> = machines
+            .into_iter()
+            .filter(|m| !m.state.is_gone() && !known.contains(&&m.id))
+            .filter(|m| {
+                m.config.as_ref().is_some_and(|c| {
+                    c.mounts
+                        .iter()
+                        .any(|mount| mount.volume == volume_id && mount.path == VOLUME_MOUNT_PATH)
+                })
+            })
+            .collect();
+        Ok(super::select_recovery_candidate(&candidates).cloned())
+    }
+
+    /// `createNewMachine`: adopt the user's unrecorded machine if a stalled holder left one (see
+    /// [`Self::find_unrecorded_machine`]), else create (name = sandbox id, so a crash before the commit is
+    /// found again by metadata), commit the id at once, then wait for `started`.
     pub(crate) fn create_machine(&mut self, config: MachineConfig) -> Result<(), LifecycleError> {
+        let unrecorded = if self.adopted_machine {
+            None
+        } else {
+            self.find_unrecorded_machine()?
+        };
+        if let Some(machine) = unrecorded {
+            self.adopted_machine = true;
+            tracing::warn!(tag = "lifecycle", action = "adopt_machine", user_id = %self.user_id(),
+                machine_id = %machine.id, state = %machine.state, reason = "created_but_never_recorded");
+            let id = machine.id.clone();
+            self.commit(|r| {
+                r.fly_machine_id = Some(id.clone());
+                r.orphaned_machine_ids.retain(|m| m != &id);
+            })?;
+            return self.start_existing_machine(&machine.id, config);
+        }
         let app = self.app_name()?;
         let record = self.record();
         let request = CreateMachineRequest {
@@ -401,7 +550,7 @@ impl<'a> Session<'_, 'a> {
         tracing::info!(tag = "lifecycle", action = "create_machine", user_id = %self.user_id(), machine_id = %machine.id,
             region = %machine.region);
         self.commit(|r| r.fly_machine_id = Some(machine.id.clone()))?;
-        self.wait(&machine.id, WaitState::Started, None)
+        self.wait(&machine.id, WaitState::Started, None)?
             .map_err(|e| LifecycleError::fly("wait for started", e))
     }
 
@@ -428,22 +577,21 @@ impl<'a> Session<'_, 'a> {
             }
             MachineState::Suspended => match fly.start_machine(&app, machine_id) {
                 Ok(_) => self
-                    .wait(machine_id, WaitState::Started, None)
-                    .map_err(|e| ("wait for started", e)),
-                Err(error) => Err(("start machine", error)),
+                    .wait(machine_id, WaitState::Started, None)?
+                    .map_err(|e| LifecycleError::fly("wait for started", e)),
+                Err(error) => Err(LifecycleError::fly("start machine", error)),
             },
             MachineState::Started => Ok(()),
             _ => self
-                .wait(machine_id, WaitState::Started, None)
-                .map_err(|e| ("wait for started", e)),
+                .wait(machine_id, WaitState::Started, None)?
+                .map_err(|e| LifecycleError::fly("wait for started", e)),
         };
         match result {
-            Ok(()) => Ok(()),
-            Err((_, error)) if error.is_not_found() => {
+            Err(LifecycleError::Fly { source, .. }) if source.is_not_found() => {
                 let config = self.build_config()?;
                 self.recreate_lost_machine(machine_id, config)
             }
-            Err((operation, error)) => Err(LifecycleError::fly(operation, error)),
+            other => other,
         }
     }
 
@@ -453,18 +601,14 @@ impl<'a> Session<'_, 'a> {
     /// with `skip_launch`, which leaves the new version down under either behaviour, and an explicit start
     /// follows. A `stopped` machine is first waited on with the new `instance_id` (start is refused with 412
     /// while Fly is still replacing); other states have no instance-bound wait, so the start is retried.
+    /// A lease that cannot be renewed before a wait ends it before the start (see [`Self::wait`]).
     pub(crate) fn update_and_boot(
         &mut self,
         machine_id: &str,
         config: MachineConfig,
         previous: &MachineState,
-    ) -> Result<(), (&'static str, FlyError)> {
-        let app = self.app_name().map_err(|e| {
-            (
-                "update machine",
-                FlyError::invalid_request("update", e.to_string()),
-            )
-        })?;
+    ) -> Result<(), LifecycleError> {
+        let app = self.app_name()?;
         let fly = self.instances.fly;
         let request = UpdateMachineRequest {
             config,
@@ -474,10 +618,10 @@ impl<'a> Session<'_, 'a> {
         };
         let updated = fly
             .update_machine(&app, machine_id, &request)
-            .map_err(|e| ("update machine", e))?;
+            .map_err(|e| LifecycleError::fly("update machine", e))?;
         if *previous == MachineState::Stopped {
-            self.wait(machine_id, WaitState::Stopped, Some(updated.instance_id))
-                .map_err(|e| ("wait for stopped", e))?;
+            self.wait(machine_id, WaitState::Stopped, Some(updated.instance_id))?
+                .map_err(|e| LifecycleError::fly("wait for stopped", e))?;
         }
         let mut attempts_left = START_WHILE_REPLACING_ATTEMPTS;
         loop {
@@ -487,11 +631,11 @@ impl<'a> Session<'_, 'a> {
                     attempts_left -= 1;
                     self.instances.clock.sleep(START_WHILE_REPLACING_PAUSE);
                 }
-                Err(error) => return Err(("start machine", error)),
+                Err(error) => return Err(LifecycleError::fly("start machine", error)),
             }
         }
-        self.wait(machine_id, WaitState::Started, None)
-            .map_err(|e| ("wait for started", e))
+        self.wait(machine_id, WaitState::Started, None)?
+            .map_err(|e| LifecycleError::fly("wait for started", e))
     }
 
     fn recreate_lost_machine(
@@ -523,7 +667,7 @@ impl<'a> Session<'_, 'a> {
             Err(error) => return Err(LifecycleError::fly("get machine", error)),
             Ok(machine) => machine,
         };
-        match self.wait(machine_id, WaitState::Stopped, Some(machine.instance_id)) {
+        match self.wait(machine_id, WaitState::Stopped, Some(machine.instance_id))? {
             Ok(()) => Ok(StopResult::Stopped),
             Err(error) if gone(&error) => Ok(StopResult::Gone),
             Err(error) => Err(LifecycleError::fly("wait for stopped", error)),

@@ -51,6 +51,11 @@ pub fn check_key_value_contract(kv: &dyn KeyValue, prefix: &str) -> Result<(), S
         kv.increment(&counter, 2).map_err(err)? == 3,
         "increment adds",
     )?;
+    // The store tells an elected creation generation by its counter's existence (store, Flow 1).
+    expect(
+        kv.exists(&counter).map_err(err)?,
+        "a counter exists once incremented",
+    )?;
     expect(
         kv.increment(&counter, 0).map_err(err)? == 3,
         "increment by 0 reads the counter",

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use serde_json::json;
 
+use super::Stall;
 use crate::fly::{
     AllocateIpRequest, App, AppList, CreateAppRequest, CreateAppResponse, CreateMachineRequest,
     CreateVolumeRequest, DeleteSecretResponse, ExecRequest, ExecResponse, FlyApi, FlyError,
@@ -21,6 +22,15 @@ use crate::fly::{
     StartMachineResponse, TransportError, TransportErrorKind, UpdateMachineRequest, Volume,
     VolumeSnapshot, WaitRequest, WaitResponse, WaitState,
 };
+
+/// Where a stalled Fly call waits (see [`FakeFly::stall_next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StallPoint {
+    /// Before Fly has seen the request: nothing happened yet (a request still in flight).
+    BeforeEffect,
+    /// After Fly has done it, before the caller gets the answer (the caller stalls with a result).
+    AfterEffect,
+}
 
 /// A Fly API call, for error injection and the call log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,6 +86,8 @@ struct State {
     foreign_apps: BTreeSet<String>,
     /// `min_secrets_version` of every create and update, in order.
     min_secrets_versions: Vec<(FlyCall, Option<u64>)>,
+    /// Calls to hold once, at the given point.
+    stalls: HashMap<(FlyCall, StallPoint), Stall>,
 }
 
 /// The fake Fly API. `Sync`, so tests may share it between threads.
@@ -131,6 +143,14 @@ impl FakeFly {
             .entry(call)
             .or_default()
             .push_back(error);
+    }
+
+    /// The next call of `call` stops at `point` until the returned [`Stall`] is released, so a test can run
+    /// other operations while this caller is stuck there.
+    pub fn stall_next(&self, call: FlyCall, point: StallPoint) -> Stall {
+        let stall = Stall::new();
+        self.lock().stalls.insert((call, point), stall.clone());
+        stall
     }
 
     /// The next call of `call` fails with HTTP `status` and a JSON `{error: message}` body.
@@ -289,17 +309,58 @@ impl FakeFly {
         self.lock().log.clear();
     }
 
-    fn begin(
-        &self,
-        call: FlyCall,
-        summary: String,
-    ) -> Result<std::sync::MutexGuard<'_, State>, FlyError> {
+    fn begin(&self, call: FlyCall, summary: String) -> Result<CallState<'_>, FlyError> {
+        // A stall is held without the lock, so the rest of the world can use Fly meanwhile.
+        let before = self.lock().stalls.remove(&(call, StallPoint::BeforeEffect));
+        if let Some(stall) = before {
+            stall.hold();
+        }
         let mut state = self.lock();
         state.log.push((call, summary));
         if let Some(error) = state.injected.get_mut(&call).and_then(VecDeque::pop_front) {
             return Err(error);
         }
-        Ok(state)
+        let after = state.stalls.remove(&(call, StallPoint::AfterEffect));
+        Ok(CallState {
+            state: Some(state),
+            after,
+        })
+    }
+}
+
+/// The locked state for one call; when the call is done (dropped after its answer is computed), it
+/// releases the lock and then holds the call's [`StallPoint::AfterEffect`] stall, if any.
+struct CallState<'a> {
+    state: Option<std::sync::MutexGuard<'a, State>>,
+    after: Option<Stall>,
+}
+
+impl std::ops::Deref for CallState<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        match &self.state {
+            Some(state) => state,
+            // Only `drop` takes the guard out.
+            None => unreachable!("call state used after drop"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for CallState<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        match &mut self.state {
+            Some(state) => state,
+            None => unreachable!("call state used after drop"),
+        }
+    }
+}
+
+impl Drop for CallState<'_> {
+    fn drop(&mut self) {
+        drop(self.state.take());
+        if let Some(stall) = self.after.take() {
+            stall.hold();
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use super::Stall;
 use crate::kv::{CasOutcome, KeyValue, KvError};
 
 /// Operations that can be made to fail.
@@ -29,6 +30,7 @@ struct State {
     concurrent_writers: HashMap<String, Vec<Writer>>,
     failures: HashMap<KvOp, u32>,
     cas_calls: u64,
+    set_stalls: HashMap<String, Stall>,
 }
 
 /// An in-memory bucket with the semantics a correct backend has: CAS compares with the value read, an
@@ -80,6 +82,14 @@ impl MemoryKv {
             .push(Box::new(write));
     }
 
+    /// The next `set` of `key` stops just before writing until the returned [`Stall`] is released (a writer
+    /// that decided to write and was then descheduled, while everyone else went on).
+    pub fn stall_next_set(&self, key: &str) -> Stall {
+        let stall = Stall::new();
+        self.lock().set_stalls.insert(key.to_owned(), stall.clone());
+        stall
+    }
+
     /// The next `count` calls of `op` fail with `KvError::Other`.
     pub fn fail_next(&self, op: KvOp, count: u32) {
         *self.lock().failures.entry(op).or_default() += count;
@@ -124,6 +134,11 @@ impl KeyValue for MemoryKv {
     }
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        // Held outside the lock, so the rest of the world can use the bucket meanwhile.
+        let stall = self.lock().set_stalls.remove(key);
+        if let Some(stall) = stall {
+            stall.hold();
+        }
         let mut state = self.lock();
         Self::check_failure(&mut state, KvOp::Set)?;
         state.data.insert(key.to_owned(), value.to_vec());

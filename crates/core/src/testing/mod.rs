@@ -8,15 +8,19 @@
 //! - [`FakeClock`] / [`SeqRandom`]: time that advances only when someone sleeps; predictable randomness.
 //! - [`NodeEnvelopes`]: RSA envelopes made by Node's `crypto`, as Next.js makes them.
 //! - [`check_key_value_contract`]: the key-value semantics the store protocol needs, for any backend.
+//! - [`Stall`]: holds one call of [`MemoryKv`] or [`FakeFly`] until the test lets it go (a caller stuck
+//!   between two steps while others run).
 
 mod clock;
 mod contract;
 mod envelopes;
 mod fly;
 mod kv;
+mod stall;
 
 pub use clock::{FakeClock, SeqRandom};
 pub use contract::check_key_value_contract;
 pub use envelopes::{BadEnvelope, GoodEnvelope, NodeEnvelopes};
-pub use fly::{FakeFly, FlyCall};
+pub use fly::{FakeFly, FlyCall, StallPoint};
 pub use kv::{KvOp, MemoryKv};
+pub use stall::Stall;

@@ -12,6 +12,8 @@ use crate::testing::{FakeClock, FakeFly, FlyCall, MemoryKv, SeqRandom};
 
 use super::*;
 
+mod recovery;
+
 const USER: &str = "user-1";
 const APP: &str = "acct-c6c289e49e9c05b21458";
 
@@ -216,6 +218,29 @@ fn provision_app_name_collision_with_other_user_is_refused() {
         "{error:?}"
     );
     assert_eq!(error.http_status(), 500);
+}
+
+#[test]
+fn a_taken_app_name_whose_machines_cannot_be_listed_is_not_adopted() {
+    let world = World::new();
+    // GET sees nothing, create says the name is taken: someone else's app, unless its machines say
+    // otherwise, and here they cannot be listed.
+    world.fly.add_foreign_app(APP);
+    world.fly.fail_next(
+        FlyCall::ListMachines,
+        FlyError::status("list machines", 404, "app not found"),
+    );
+    assert!(
+        world.instances().provision(USER, &config()).is_err(),
+        "an unverified app fails closed"
+    );
+    assert!(
+        !world.record().app_setup.created,
+        "the app was not taken for ours"
+    );
+    // Once the listing answers (no machine of anyone else's), the name is ours.
+    world.provision();
+    assert!(world.record().app_setup.created);
 }
 
 #[test]
@@ -1645,7 +1670,9 @@ fn reconcile_due_overlapping_ticks_do_not_process_a_minute_twice() {
     let due = crate::due::DueIndex::new(&world.kv);
     let minute = crate::due::minute_of(world.record().next_check_at_ms.expect("next"));
     assert!(
-        due.claim(minute).expect("claim"),
+        due.claim(minute, world.clock.now_ms())
+            .expect("claim")
+            .is_some(),
         "another tick claims the minute first"
     );
     let report = world
@@ -1806,8 +1833,10 @@ fn lifecycle_errors_map_to_http_statuses() {
     assert!(!LifecycleError::fly("x", FlyError::status("x", 400, "{}")).is_retryable());
     assert_eq!(
         LifecycleError::Store(StoreError::LeaseLost).http_status(),
-        500
+        409,
+        "another operation took over: busy, as the instances component answers"
     );
+    assert!(LifecycleError::Store(StoreError::LeaseLost).is_retryable());
     assert_eq!(
         LifecycleError::Store(StoreError::Contention).http_status(),
         503
@@ -2159,4 +2188,6 @@ mod lean_route {
     }
 }
 
+mod reconcile_due;
 mod secrets;
+mod stalls;
