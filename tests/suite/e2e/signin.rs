@@ -63,6 +63,17 @@ pub(super) fn with_cookie(
         .header("cookie", format!("theme=dark; kiloclaw-auth={token}"))
 }
 
+/// The dashboard's "Open" link followed with the session cookie.
+async fn open_gateway(sys: &System, user: &str, cookie: &str) -> anyhow::Result<Reply> {
+    sys.send(with_cookie(
+        sys,
+        Method::GET,
+        &format!("/kilo-access-gateway?userId={}", urlencode(user)),
+        cookie,
+    ))
+    .await
+}
+
 /// A Next.js-style JWT for `user` carrying `pepper`.
 fn jwt(sys: &System, user: &str, pepper: Option<&str>) -> anyhow::Result<String> {
     let now = System::now_s();
@@ -132,14 +143,7 @@ pub(super) async fn browser_flow(
     ensure!(db.code_status("ABCDE-FGHJK").await?.as_deref() == Some("redeemed"));
 
     // The cookie now opens the gateway directly and reaches the user's machine.
-    let redirect = sys
-        .send(with_cookie(
-            sys,
-            Method::GET,
-            &format!("/kilo-access-gateway?userId={user}"),
-            &cookie,
-        ))
-        .await?;
+    let redirect = open_gateway(sys, user, &cookie).await?;
     ensure!(
         redirect.status == 302,
         "{} {}",
@@ -190,14 +194,7 @@ pub(super) async fn browser_flow(
         status.text
     );
     // The gateway's cookie path applies the same rule: the form, not the gateway token.
-    let page = sys
-        .send(with_cookie(
-            sys,
-            Method::GET,
-            &format!("/kilo-access-gateway?userId={user}"),
-            &cookie,
-        ))
-        .await?;
+    let page = open_gateway(sys, user, &cookie).await?;
     ensure!(
         page.status == 200 && page.text.contains("name=\"code\""),
         "{} {}",

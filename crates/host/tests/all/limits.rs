@@ -38,20 +38,25 @@ async fn oversized_headers_are_rejected() {
     host.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_that_never_finishes_its_headers_is_cut_off() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = Scenario::new("body-limit", &[]);
-    s.config.limits.header_read_timeout = std::time::Duration::from_millis(300);
-    let host = s.start().await;
+/// Opens a raw connection to the host and sends `bytes` (an unfinished request), for the tests of
+/// clients that stop halfway.
+async fn send_raw(host: &crate::harness::Running, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
     let address = host.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&address)
         .await
         .expect("connect");
+    stream.write_all(bytes).await.expect("write");
     stream
-        .write_all(b"GET /?op=body-len HTTP/1.1\r\nhost: x\r\nx-slow: ")
-        .await
-        .expect("write");
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let mut s = Scenario::new("body-limit", &[]);
+    s.config.limits.header_read_timeout = std::time::Duration::from_millis(300);
+    let host = s.start().await;
+    let mut stream = send_raw(&host, b"GET /?op=body-len HTTP/1.1\r\nhost: x\r\nx-slow: ").await;
     let started = std::time::Instant::now();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(
@@ -68,18 +73,15 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
 
 #[tokio::test]
 async fn a_body_that_stalls_fails_the_guests_read_instead_of_holding_the_instance() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let mut s = Scenario::new("body-limit", &[]);
     s.config.limits.body_idle_timeout = std::time::Duration::from_millis(300);
     let host = s.start().await;
-    let address = host.base.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&address)
-        .await
-        .expect("connect");
-    stream
-        .write_all(b"POST /?op=body-len HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nfirst")
-        .await
-        .expect("write");
+    let mut stream = send_raw(
+        &host,
+        b"POST /?op=body-len HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nfirst",
+    )
+    .await;
     let started = std::time::Instant::now();
     let mut answer = vec![0_u8; 1024];
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))

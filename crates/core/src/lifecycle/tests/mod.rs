@@ -80,6 +80,20 @@ impl World {
         self.record()
     }
 
+    /// Provisions `user`, then overwrites the next check its record names (`None`: none at all) without
+    /// touching the due index, so that tests can make a record overdue or unscheduled.
+    fn provision_with_next_check(&self, user: &str, next_check_at_ms: Option<i64>) {
+        self.instances()
+            .provision(user, &config())
+            .expect("provision");
+        self.store()
+            .update(user, |r| {
+                r.next_check_at_ms = next_check_at_ms;
+                Ok::<(), StoreError>(())
+            })
+            .expect("set the next check");
+    }
+
     fn machine_state(&self) -> MachineState {
         let id = self.record().fly_machine_id.expect("machine id");
         self.fly.machine(APP, &id).expect("machine exists").state
@@ -1686,17 +1700,7 @@ fn reconcile_due_overlapping_ticks_do_not_process_a_minute_twice() {
 fn reconcile_due_requeues_what_the_budget_does_not_cover() {
     let world = World::new();
     for user in ["u1", "u2", "u3"] {
-        world
-            .instances()
-            .provision(user, &config())
-            .expect("provision");
-        world
-            .store()
-            .update(user, |r| {
-                r.next_check_at_ms = Some(0);
-                Ok::<(), StoreError>(())
-            })
-            .expect("due now");
+        world.provision_with_next_check(user, Some(0));
     }
     world.clock.advance(Duration::from_secs(32 * 60));
     let report = world

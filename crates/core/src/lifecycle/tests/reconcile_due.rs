@@ -131,6 +131,15 @@ impl World {
         checked
     }
 
+    /// A world with one running instance whose next check has come due: it was set for five minutes after
+    /// the start (plus up to a minute of jitter), and seven minutes on its minute is ready for the walk.
+    fn with_a_due_check() -> Self {
+        let world = Self::new();
+        world.running();
+        world.clock.advance(Duration::from_secs(7 * 60));
+        world
+    }
+
     /// Loses the whole due index (every `due/` key), as if it had never been written.
     fn wipe_due_index(&self) {
         for key in self.kv.keys() {
@@ -141,13 +150,22 @@ impl World {
     }
 }
 
+/// The one due check failed before it could check anything, and instead of being dropped the instance was
+/// requeued at the short backoff: the next ticks check it exactly once, within three minutes.
+fn assert_requeued_at_the_backoff(world: &World, report: &DueReport) {
+    assert_eq!(
+        (report.errors, report.requeued, report.checked),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    assert_eq!(world.ticks(3), 1, "checked again after the backoff");
+}
+
 // ---------- a claimed minute is never lost ----------
 
 #[test]
 fn due_minute_claimed_by_a_walker_that_died_is_walked_again_once_the_claim_expires() {
-    let world = World::new();
-    world.running();
-    world.clock.advance(Duration::from_secs(7 * 60));
+    let world = World::with_a_due_check();
     // The walker claims the minute, starts checking the user and dies there.
     let dying = FaultyKv::new(&world.kv, Fault::Die, |_, key| key == record_key(USER));
     let _ = world.tick_through(&dying);
@@ -164,9 +182,7 @@ fn due_minute_claimed_by_a_walker_that_died_is_walked_again_once_the_claim_expir
 
 #[test]
 fn store_error_after_the_claim_does_not_lose_the_minute() {
-    let world = World::new();
-    world.running();
-    world.clock.advance(Duration::from_secs(7 * 60));
+    let world = World::with_a_due_check();
     // Reading the claimed minute's entries fails once.
     let flaky = FaultyKv::new(&world.kv, Fault::Once, |operation, key| {
         operation == "get_many" && is_slot_key(key)
@@ -180,43 +196,27 @@ fn store_error_after_the_claim_does_not_lose_the_minute() {
 
 #[test]
 fn failed_record_read_requeues_the_instance_at_a_short_backoff() {
-    let world = World::new();
-    world.running();
-    world.clock.advance(Duration::from_secs(7 * 60));
+    let world = World::with_a_due_check();
     let flaky = FaultyKv::new(&world.kv, Fault::Once, |operation, key| {
         operation == "get" && key == record_key(USER)
     });
     let report = world
         .tick_through(&flaky)
         .expect("one failed read is not a failed tick");
-    assert_eq!(
-        (report.errors, report.requeued, report.checked),
-        (1, 1, 0),
-        "{report:?}"
-    );
-    assert_eq!(world.ticks(3), 1, "checked again after the backoff");
+    assert_requeued_at_the_backoff(&world, &report);
 }
 
 #[test]
 fn failed_lease_attempt_requeues_the_instance_at_a_short_backoff() {
-    let world = World::new();
-    world.running();
-    world.clock.advance(Duration::from_secs(7 * 60));
+    let world = World::with_a_due_check();
     world.kv.fail_next(KvOp::Cas, 1);
     let report = world.tick();
-    assert_eq!(
-        (report.errors, report.requeued, report.checked),
-        (1, 1, 0),
-        "{report:?}"
-    );
-    assert_eq!(world.ticks(3), 1, "checked again after the backoff");
+    assert_requeued_at_the_backoff(&world, &report);
 }
 
 #[test]
 fn store_error_while_finishing_a_check_requeues_the_instance() {
-    let world = World::new();
-    world.running();
-    world.clock.advance(Duration::from_secs(7 * 60));
+    let world = World::with_a_due_check();
     // The check itself works; writing its next due entry fails, so the session ends with an error and
     // leaves its lease to expire.
     let flaky = FaultyKv::new(&world.kv, Fault::Once, |operation, key| {
@@ -233,9 +233,7 @@ fn store_error_while_finishing_a_check_requeues_the_instance() {
 
 #[test]
 fn fly_error_during_a_due_check_retries_at_a_short_backoff() {
-    let world = World::new();
-    world.running();
-    world.clock.advance(Duration::from_secs(7 * 60));
+    let world = World::with_a_due_check();
     world.fly.fail_next(FlyCall::GetMachine, server_error());
     let report = world.tick();
     assert_eq!((report.checked, report.requeued), (1, 1), "{report:?}");
@@ -273,18 +271,8 @@ fn sweep_covers_every_registered_instance_within_a_pass() {
     let world = World::new();
     let users: Vec<String> = (0..40).map(|i| format!("sweep-user-{i}")).collect();
     for user in &users {
-        world
-            .instances()
-            .provision(user, &config())
-            .expect("provision");
         // A record that names no next check at all (written by an older release, say).
-        world
-            .store()
-            .update(user, |r| {
-                r.next_check_at_ms = None;
-                Ok::<(), StoreError>(())
-            })
-            .expect("forget schedule");
+        world.provision_with_next_check(user, None);
     }
     world.wipe_due_index();
     let checked = world.ticks(8);
@@ -326,9 +314,7 @@ fn sweep_leaves_watched_instances_alone() {
 
 #[test]
 fn requeue_refused_by_the_store_keeps_the_minute_for_the_next_tick() {
-    let world = World::new();
-    world.running();
-    world.clock.advance(Duration::from_secs(7 * 60));
+    let world = World::with_a_due_check();
     let held = world.store().acquire(USER, "long-op").expect("lease");
     // The instance is busy and requeueing it fails: the entry must stay where it is.
     let flaky = FaultyKv::new(&world.kv, Fault::Once, |operation, key| {

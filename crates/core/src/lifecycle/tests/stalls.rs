@@ -22,6 +22,50 @@ fn is_lease_lost(error: &LifecycleError) -> bool {
     matches!(error, LifecycleError::Store(StoreError::LeaseLost))
 }
 
+/// Takes the lease over from a holder stalled at `call` to Fly: `stale` runs on its own thread until it
+/// reaches the stall, its lease expires, `takeover` runs under the new lease, and only then is the stale
+/// holder let go. Returns what `takeover` returned and the stale holder's error, checked to be a lost
+/// lease: a holder that lost its lease must fail rather than commit over the new holder's work.
+fn take_over_from_stalled_holder<T: Send + std::fmt::Debug, R>(
+    world: &World,
+    call: FlyCall,
+    point: StallPoint,
+    stale: impl FnOnce() -> Result<T, LifecycleError> + Send,
+    takeover: impl FnOnce() -> R,
+) -> (R, LifecycleError) {
+    let stall = world.fly.stall_next(call, point);
+    std::thread::scope(|scope| {
+        let stale = scope.spawn(stale);
+        stall.wait_until_reached();
+        expire_lease(world);
+        let taken_over = takeover();
+        stall.release();
+        let error = stale
+            .join()
+            .expect("stale thread")
+            .expect_err("the stale holder fails");
+        assert!(is_lease_lost(&error), "{error:?}");
+        (taken_over, error)
+    })
+}
+
+/// A provision stalls at its volume create (before or after Fly acts on it, per `point`) until its lease
+/// has expired and a second provision has run under a new lease.
+fn provision_taken_over_at_volume_create(world: &World, point: StallPoint) {
+    take_over_from_stalled_holder(
+        world,
+        FlyCall::CreateVolume,
+        point,
+        || world.instances().provision(USER, &config()),
+        || {
+            world
+                .instances()
+                .provision(USER, &config())
+                .expect("provision under the new lease")
+        },
+    );
+}
+
 #[test]
 fn a_slow_record_creator_does_not_wipe_a_running_instance() {
     let world = World::new();
@@ -79,24 +123,7 @@ fn a_slow_record_creator_does_not_wipe_a_running_instance() {
 fn a_volume_created_by_a_holder_that_lost_its_lease_is_adopted_not_duplicated() {
     let world = World::new();
     // The provision creates the volume, then stalls past its lease's expiry before committing the id.
-    let created = world
-        .fly
-        .stall_next(FlyCall::CreateVolume, StallPoint::AfterEffect);
-    std::thread::scope(|scope| {
-        let stale = scope.spawn(|| world.instances().provision(USER, &config()));
-        created.wait_until_reached();
-        expire_lease(&world);
-        world
-            .instances()
-            .provision(USER, &config())
-            .expect("provision under the new lease");
-        created.release();
-        let error = stale
-            .join()
-            .expect("stale thread")
-            .expect_err("stale holder");
-        assert!(is_lease_lost(&error), "{error:?}");
-    });
+    provision_taken_over_at_volume_create(&world, StallPoint::AfterEffect);
     let volumes = world.fly.volumes(APP);
     assert_eq!(volumes.len(), 1, "{volumes:?}");
     let record = world.record();
@@ -116,24 +143,7 @@ fn a_volume_whose_create_lands_after_a_takeover_is_kept_as_an_orphan_and_deleted
     let world = World::new();
     // The provision's create request is still on its way to Fly when its lease expires; the new holder
     // finds no volume and creates one; then the old request lands.
-    let in_flight = world
-        .fly
-        .stall_next(FlyCall::CreateVolume, StallPoint::BeforeEffect);
-    std::thread::scope(|scope| {
-        let stale = scope.spawn(|| world.instances().provision(USER, &config()));
-        in_flight.wait_until_reached();
-        expire_lease(&world);
-        world
-            .instances()
-            .provision(USER, &config())
-            .expect("provision under the new lease");
-        in_flight.release();
-        let error = stale
-            .join()
-            .expect("stale thread")
-            .expect_err("stale holder");
-        assert!(is_lease_lost(&error), "{error:?}");
-    });
+    provision_taken_over_at_volume_create(&world, StallPoint::BeforeEffect);
     let record = world.record();
     let volumes = world.fly.volumes(APP);
     assert_eq!(volumes.len(), 2, "{volumes:?}");
@@ -160,24 +170,18 @@ fn a_volume_whose_create_lands_after_a_takeover_is_kept_as_an_orphan_and_deleted
 fn a_machine_created_by_a_holder_that_lost_its_lease_is_adopted_not_duplicated() {
     let world = World::new();
     world.provision();
-    let created = world
-        .fly
-        .stall_next(FlyCall::CreateMachine, StallPoint::AfterEffect);
-    std::thread::scope(|scope| {
-        let stale = scope.spawn(|| world.instances().start(USER));
-        created.wait_until_reached();
-        expire_lease(&world);
-        world
-            .instances()
-            .start(USER)
-            .expect("start under the new lease");
-        created.release();
-        let error = stale
-            .join()
-            .expect("stale thread")
-            .expect_err("stale holder");
-        assert!(is_lease_lost(&error), "{error:?}");
-    });
+    take_over_from_stalled_holder(
+        &world,
+        FlyCall::CreateMachine,
+        StallPoint::AfterEffect,
+        || world.instances().start(USER),
+        || {
+            world
+                .instances()
+                .start(USER)
+                .expect("start under the new lease")
+        },
+    );
     let machines = world.fly.machines(APP);
     assert_eq!(machines.len(), 1, "{machines:?}");
     let record = world.record();
@@ -195,30 +199,24 @@ fn a_holder_whose_lease_renewal_fails_stops_before_its_next_fly_call() {
     world.running();
     world.instances().stop(USER).expect("stop");
     // The user starts: start updates the stopped machine and then stalls past its lease's expiry.
-    let updated = world
-        .fly
-        .stall_next(FlyCall::UpdateMachine, StallPoint::AfterEffect);
-    std::thread::scope(|scope| {
-        let stale = scope.spawn(|| world.instances().start(USER));
-        updated.wait_until_reached();
-        expire_lease(&world);
-        // The user stops meanwhile, under a new lease (the instance is still recorded as stopped).
-        world.instances().stop(USER).expect("stop");
-        let calls = world.fly.calls().len();
-        updated.release();
-        let error = stale
-            .join()
-            .expect("stale thread")
-            .expect_err("the stale start stops");
-        assert!(is_lease_lost(&error), "{error:?}");
-        assert_eq!(error.http_status(), 409, "busy: another operation won");
-        assert!(error.is_retryable());
-        assert_eq!(
-            world.fly.calls()[calls..],
-            [],
-            "no Fly call after the renewal failed"
-        );
-    });
+    let (calls, error) = take_over_from_stalled_holder(
+        &world,
+        FlyCall::UpdateMachine,
+        StallPoint::AfterEffect,
+        || world.instances().start(USER),
+        || {
+            // The user stops meanwhile, under a new lease (the instance is still recorded as stopped).
+            world.instances().stop(USER).expect("stop");
+            world.fly.calls().len()
+        },
+    );
+    assert_eq!(error.http_status(), 409, "busy: another operation won");
+    assert!(error.is_retryable());
+    assert_eq!(
+        world.fly.calls()[calls..],
+        [],
+        "no Fly call after the renewal failed"
+    );
     assert_eq!(world.machine_state(), MachineState::Stopped);
     assert_eq!(world.record().status, Some(InstanceState::Stopped));
 }
