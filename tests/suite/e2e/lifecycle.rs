@@ -192,9 +192,9 @@ async fn full_lifecycle_through_http_only() -> anyhow::Result<()> {
         "file after restart: {content:?}"
     );
 
-    // Destroy: the user is unknown again and Fly has nothing left.
+    // Destroy: the user is unknown again and Fly has nothing left, in the one call (the router
+    // waits, bounded, for Fly to finish the machine before deleting its volume).
     sys.destroy(user).await?;
-    sys.settle_destroy(user).await?;
     let status = sys.status(user).await?;
     for field in [
         "userId",

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::env::{MachineEnv, build_env};
+use crate::fly::WaitState;
 use crate::ids::sandbox_id_from_user_id;
 use crate::record::{Channels, InstanceRecord, InstanceState};
 use crate::requests::{ChannelsPatch, InstanceConfig, KiloCodeConfigPatch};
@@ -491,6 +492,9 @@ impl Session<'_, '_> {
                 DeleteResult::Failed => "destroy_machine_failed",
             };
             tracing::info!(tag = "reconcile", reason, action, user_id, machine_id = %machine_id);
+            if result == DeleteResult::Deleted {
+                self.wait_until_destroyed(&machine_id)?;
+            }
             if result != DeleteResult::Failed {
                 self.commit(|r| {
                     r.pending_destroy_machine_id = None;
@@ -551,6 +555,22 @@ impl Session<'_, '_> {
             );
         }
         Ok(complete)
+    }
+
+    /// Fly destroys a machine asynchronously and keeps its volume bound until it is gone, so a
+    /// volume delete right after the machine's is refused and the destroy used to finish only on
+    /// the next reconcile tick. Waiting (bounded by Fly's wait timeout, lease renewed first) lets
+    /// the same call delete the volume; if the wait fails the volume is simply left to that tick.
+    fn wait_until_destroyed(&mut self, machine_id: &str) -> Result<(), LifecycleError> {
+        match self.wait(machine_id, WaitState::Destroyed, None)? {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_not_found() => Ok(()),
+            Err(error) => {
+                tracing::info!(tag = "reconcile", action = "destroy_wait_unfinished", user_id = %self.user_id(),
+                    machine_id, reason = "volume left to the next tick", error = %error);
+                Ok(())
+            }
+        }
     }
 
     /// Deletes machines and volumes kept as orphans by capacity recovery.

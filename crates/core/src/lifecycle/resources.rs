@@ -451,7 +451,7 @@ impl<'a> Session<'_, 'a> {
     /// (taken over, or the store failed): the holder must stop before its next Fly call, since another
     /// operation may own the instance now (a user's stop completing under the new lease must not be
     /// undone by this holder's next start). The inner result is Fly's answer.
-    fn wait(
+    pub(super) fn wait(
         &mut self,
         machine_id: &str,
         state: WaitState,

@@ -71,6 +71,18 @@ struct FakeApp {
     ips: Vec<IpAssignment>,
 }
 
+impl FakeApp {
+    /// The machine is gone and its volume free.
+    fn finish_destroy(&mut self, machine_id: &str) {
+        self.machines.remove(machine_id);
+        for volume in self.volumes.values_mut() {
+            if volume.attached_machine_id.as_deref() == Some(machine_id) {
+                volume.attached_machine_id = None;
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     apps: BTreeMap<String, FakeApp>,
@@ -88,6 +100,9 @@ struct State {
     min_secrets_versions: Vec<(FlyCall, Option<u64>)>,
     /// Calls to hold once, at the given point.
     stalls: HashMap<(FlyCall, StallPoint), Stall>,
+    /// Destroy as real Fly does: the machine is `destroying` (its volume still bound) until a wait
+    /// for `destroyed` sees it finish.
+    asynchronous_destroy: bool,
 }
 
 /// The fake Fly API. `Sync`, so tests may share it between threads.
@@ -176,6 +191,12 @@ impl FakeFly {
     /// behaviour: it stays stopped).
     pub fn set_update_boots_stopped(&self, boots: bool) {
         self.lock().update_boots_stopped = boots;
+    }
+
+    /// Destroys finish asynchronously, as on real Fly: a destroyed machine stays `destroying`, its
+    /// volume bound (deletes refused), until a wait for `destroyed` sees it gone.
+    pub fn set_asynchronous_destroy(&self, asynchronous: bool) {
+        self.lock().asynchronous_destroy = asynchronous;
     }
 
     /// Marks a region as out of capacity (or back in service).
@@ -625,6 +646,7 @@ impl FlyApi for FakeFly {
             FlyCall::DestroyMachine,
             format!("{app}/{machine_id} force={force}"),
         )?;
+        let asynchronous = state.asynchronous_destroy;
         let fake = state.app(app, "destroy machine")?;
         let machine = fake
             .machines
@@ -637,12 +659,13 @@ impl FlyApi for FakeFly {
                 json!({"error": "machine is started; use force"}),
             ));
         }
-        fake.machines.remove(machine_id);
-        for volume in fake.volumes.values_mut() {
-            if volume.attached_machine_id.as_deref() == Some(machine_id) {
-                volume.attached_machine_id = None;
+        if asynchronous {
+            if let Some(machine) = fake.machines.get_mut(machine_id) {
+                machine.state = MachineState::Destroying;
             }
+            return Ok(());
         }
+        fake.finish_destroy(machine_id);
         Ok(())
     }
 
@@ -675,6 +698,19 @@ impl FlyApi for FakeFly {
             ));
         }
         let fake = state.app(app, context)?;
+        if request.state == WaitState::Destroyed
+            && fake
+                .machines
+                .get(machine_id)
+                .is_some_and(|m| m.state == MachineState::Destroying)
+        {
+            fake.finish_destroy(machine_id);
+            return Ok(WaitResponse {
+                ok: true,
+                state: Some(MachineState::Destroyed),
+                ..WaitResponse::default()
+            });
+        }
         let machine = fake
             .machines
             .get(machine_id)

@@ -955,6 +955,38 @@ fn destroy_deletes_machine_and_volume_and_resets_record_keeping_app() {
 }
 
 #[test]
+fn destroy_finishes_in_one_call_when_fly_destroys_the_machine_asynchronously() {
+    let world = World::new();
+    world.running();
+    // As on real Fly: the machine is `destroying`, its volume still bound, until it is gone.
+    world.fly.set_asynchronous_destroy(true);
+    let outcome = world.instances().destroy(USER).expect("destroy");
+    assert!(outcome.complete, "the volume went in the same call");
+    assert!(world.fly.machines(APP).is_empty());
+    assert!(world.fly.volumes(APP).is_empty());
+    assert!(!world.record().is_provisioned());
+}
+
+#[test]
+fn a_destroy_whose_machine_does_not_finish_in_time_leaves_the_volume_to_the_next_tick() {
+    let world = World::new();
+    world.running();
+    world.fly.set_asynchronous_destroy(true);
+    world.fly.fail_next(
+        FlyCall::WaitMachine,
+        FlyError::status("wait machine", 408, "deadline_exceeded"),
+    );
+    let outcome = world.instances().destroy(USER).expect("destroy");
+    assert!(!outcome.complete);
+    assert_eq!(world.record().status, Some(InstanceState::Destroying));
+    assert_eq!(
+        world.fly.volumes(APP).len(),
+        1,
+        "still bound, kept for the next tick"
+    );
+}
+
+#[test]
 fn destroy_records_intent_before_fly_calls_and_reconciler_finishes_it() {
     let world = World::new();
     let before = world.running();
