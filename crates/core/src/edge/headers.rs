@@ -198,6 +198,60 @@ mod tests {
         );
     }
 
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// Whatever a client sends — any names (Fly's, Spin's, forwarding, credentials, in any
+        /// case), any values, any `Connection` list — the machine gets exactly one
+        /// `fly-force-instance-id`, the authenticated user's, and never the session cookie, the
+        /// `Authorization` header or the internal key.
+        #[test]
+        fn a_request_only_ever_reaches_the_authenticated_users_machine(
+            headers in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::sample::select(vec![
+                            "fly-force-instance-id", "FLY-FORCE-INSTANCE-ID", "Fly-Replay",
+                            "fly-prefer-region", "spin-client-addr", "Connection", "cookie",
+                            "Authorization", "x-forwarded-for", "Forwarded", "x-internal-api-key",
+                            "host", "x-custom",
+                        ]).prop_map(str::to_owned),
+                        "[A-Za-z-]{1,20}",
+                    ],
+                    proptest::prop_oneof![
+                        proptest::sample::select(vec![
+                            "someone-elses-machine", "kiloclaw-auth=session-token",
+                            "a=1; kiloclaw-auth=session-token; b=2", "fly-force-instance-id, x",
+                            "Bearer session-token",
+                        ]).prop_map(str::to_owned),
+                        "[ -~]{0,30}",
+                    ],
+                ),
+                0..12,
+            ),
+            machine in "[a-f0-9]{14}".prop_map(String::from),
+        ) {
+            let incoming: Vec<Header> =
+                headers.iter().map(|(n, v)| (n.clone(), v.as_bytes().to_vec())).collect();
+            let out = upstream_request_headers(&incoming, &machine);
+            let pins: Vec<&Header> = out
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(FORCE_INSTANCE_HEADER))
+                .collect();
+            proptest::prop_assert_eq!(pins.len(), 1);
+            proptest::prop_assert_eq!(&pins[0].1, &machine.as_bytes().to_vec());
+            for (name, value) in &out {
+                proptest::prop_assert!(!name.starts_with("fly-") || name == FORCE_INSTANCE_HEADER);
+                proptest::prop_assert!(!name.starts_with("spin-"));
+                proptest::prop_assert!(name != "authorization" && name != "x-internal-api-key");
+                // The session cookie never travels on (other cookies and headers do, as sent).
+                proptest::prop_assert!(
+                    name != "cookie" || !value.windows(14).any(|w| w == b"kiloclaw-auth=")
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_cookie_header_holding_only_the_session_is_dropped() {
         let out = upstream_request_headers(&[h("cookie", "kiloclaw-auth=jwt")], "m");
