@@ -12,6 +12,11 @@ use super::resources::{DeleteResult, StopResult, running_with_machine};
 use super::views::{ChannelsView, ConfigSummary, InstanceStatus, KiloCodeConfigView, Route};
 use super::{Instances, LIVE_CHECK_THROTTLE_MS, LifecycleError, Session};
 
+/// How often, and how many times, destroy retries deleting a volume its just-destroyed machine
+/// still holds bound (bounded: 5 s in all).
+const VOLUME_UNBIND_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+const VOLUME_UNBIND_RETRIES: u32 = 5;
+
 /// Result of `provision`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -484,6 +489,7 @@ impl Session<'_, '_> {
         reason: &'static str,
     ) -> Result<bool, LifecycleError> {
         let user_id = self.user_id();
+        let mut machine_just_destroyed = false;
         if let Some(machine_id) = self.record().pending_destroy_machine_id.clone() {
             let result = self.delete_machine(&machine_id);
             let action = match result {
@@ -494,6 +500,7 @@ impl Session<'_, '_> {
             tracing::info!(tag = "reconcile", reason, action, user_id, machine_id = %machine_id);
             if result == DeleteResult::Deleted {
                 self.wait_until_destroyed(&machine_id)?;
+                machine_just_destroyed = true;
             }
             if result != DeleteResult::Failed {
                 self.commit(|r| {
@@ -505,7 +512,20 @@ impl Session<'_, '_> {
             }
         }
         if let Some(volume_id) = self.record().pending_destroy_volume_id.clone() {
-            let result = self.delete_volume(&volume_id);
+            let mut result = self.delete_volume(&volume_id);
+            // Right after its machine is destroyed, Fly can keep the volume bound for a moment (up
+            // to about a minute): a few short retries finish most destroys in this call, and the
+            // rest is left to the next tick as before.
+            let mut retries = 0;
+            while result == DeleteResult::Failed
+                && machine_just_destroyed
+                && retries < VOLUME_UNBIND_RETRIES
+            {
+                retries += 1;
+                self.instances.clock.sleep(VOLUME_UNBIND_POLL);
+                self.renew()?;
+                result = self.delete_volume(&volume_id);
+            }
             let action = match result {
                 DeleteResult::Deleted => "destroy_volume_ok",
                 DeleteResult::AlreadyGone => "destroy_volume_already_gone",

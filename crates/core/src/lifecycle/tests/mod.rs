@@ -968,6 +968,25 @@ fn destroy_finishes_in_one_call_when_fly_destroys_the_machine_asynchronously() {
 }
 
 #[test]
+fn destroy_retries_a_volume_still_bound_for_a_moment_after_its_machine_is_gone() {
+    let world = World::new();
+    world.running();
+    world.fly.set_asynchronous_destroy(true);
+    world.fly.fail_next(
+        FlyCall::DeleteVolume,
+        FlyError::status(
+            "delete volume",
+            412,
+            "failed_precondition: volume is currently bound to machine",
+        ),
+    );
+    let slept = world.clock.total_slept();
+    assert!(world.instances().destroy(USER).expect("destroy").complete);
+    assert!(world.fly.volumes(APP).is_empty());
+    assert!(world.clock.total_slept() - slept >= Duration::from_secs(1));
+}
+
+#[test]
 fn a_destroy_whose_machine_does_not_finish_in_time_leaves_the_volume_to_the_next_tick() {
     let world = World::new();
     world.running();
