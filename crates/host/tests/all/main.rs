@@ -8,6 +8,7 @@ mod concurrency;
 mod cron;
 mod key_value;
 mod limits;
+mod linearizability;
 mod outbound;
 mod outbound_pg;
 mod outbound_redis;
