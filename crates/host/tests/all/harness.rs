@@ -62,6 +62,22 @@ pub struct Scenario {
     pub config: HostConfig,
 }
 
+/// A server on a free loopback port that accepts connections and never answers, so a client's
+/// handshake can only time out; abort the handle to close it.
+pub async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    (port, holder)
+}
+
 /// A unique prefix for Redis keys of this test run.
 pub fn unique(tag: &str) -> String {
     use std::time::{SystemTime, UNIX_EPOCH};

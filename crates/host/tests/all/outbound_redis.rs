@@ -147,17 +147,7 @@ async fn addresses_outside_the_allow_list_are_invalid_address_at_once() {
 
 #[tokio::test]
 async fn an_unreachable_allowed_address_fails_fast_and_a_silent_one_within_the_timeout() {
-    // Accepts connections and never answers the handshake.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let silent_port = silent.local_addr().expect("addr").port();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            held.push(stream);
-        }
-    });
+    let (silent_port, holder) = crate::harness::silent_server().await;
     let mut s = Scenario::new("outbound-redis", &[]);
     s.config
         .variables
