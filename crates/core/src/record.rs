@@ -233,6 +233,12 @@ pub struct InstanceRecord {
     pub orphaned_machine_ids: Vec<String>,
     /// Volumes replaced during capacity recovery that are not yet confirmed deleted (§10 #6).
     pub orphaned_volume_ids: Vec<String>,
+    /// Epoch ms at which a Fly create (volume or machine) was about to be sent whose result is not
+    /// recorded yet: written before the call, cleared with the created id. Fly can create and still
+    /// answer an error (a 5xx, a timeout), and a holder can die between its create and its commit;
+    /// while this is set the next holder lists the app by name and metadata first and adopts or
+    /// orphans what no field names (see `lifecycle::resources`).
+    pub unconfirmed_create_at: Option<i64>,
     /// Epoch ms of the last Fly metadata recovery attempt (30-minute cooldown).
     pub last_metadata_recovery_at: Option<i64>,
     /// When the reconciler should next look at this instance.
@@ -294,6 +300,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "pendingDestroyVolumeId",
     "orphanedMachineIds",
     "orphanedVolumeIds",
+    "unconfirmedCreateAt",
     "lastMetadataRecoveryAt",
     "nextCheckAtMs",
     "lastLiveCheckAt",
@@ -313,6 +320,17 @@ impl InstanceRecord {
     /// The record describes a provisioned instance (the original's `userId != ''`).
     pub fn is_provisioned(&self) -> bool {
         !self.user_id.is_empty() && self.status.is_some()
+    }
+
+    /// The reconciler must keep looking at this record: it is provisioned, or it may name (or fail to
+    /// name) Fly resources that still need settling or deleting — a create whose result was never
+    /// recorded, or orphans — as a first provision that failed midway leaves.
+    pub fn needs_watch(&self) -> bool {
+        self.is_provisioned()
+            || (!self.user_id.is_empty()
+                && (self.unconfirmed_create_at.is_some()
+                    || !self.orphaned_machine_ids.is_empty()
+                    || !self.orphaned_volume_ids.is_empty()))
     }
 
     /// JSON bytes of the record. A record a newer release wrote keeps its newer schema version
@@ -372,6 +390,7 @@ impl InstanceRecord {
             pending_destroy_volume_id: decoder.id_field("pendingDestroyVolumeId"),
             orphaned_machine_ids: decoder.id_list("orphanedMachineIds"),
             orphaned_volume_ids: decoder.id_list("orphanedVolumeIds"),
+            unconfirmed_create_at: decoder.time_field("unconfirmedCreateAt"),
             last_metadata_recovery_at: decoder.time_field("lastMetadataRecoveryAt"),
             next_check_at_ms: decoder.time_field("nextCheckAtMs"),
             last_live_check_at: decoder.time_field("lastLiveCheckAt"),
@@ -589,6 +608,19 @@ mod tests {
     fn garbage_is_an_error_not_an_empty_record() {
         assert!(InstanceRecord::decode(b"not json").is_err());
         assert!(InstanceRecord::decode(b"[1,2]").is_err());
+    }
+
+    #[test]
+    fn a_float_carried_through_survives_rewrites_unchanged() {
+        // Found by fuzz/record: without serde_json's `float_roundtrip`, `5e90` decoded as
+        // 4.9999999999999995e90, was written back like that and decoded as yet another number.
+        let (decoded, _) =
+            InstanceRecord::decode(br#"{"userId":"u","status":"stopped","scd":5e90}"#)
+                .expect("decode");
+        assert_eq!(decoded.extra["scd"].as_f64(), Some(5e90));
+        let (again, report) = InstanceRecord::decode(&decoded.encode()).expect("decode");
+        assert_eq!(again, decoded);
+        assert!(report.bad_fields.is_empty());
     }
 
     fn arb_opt_id() -> impl Strategy<Value = Option<String>> {

@@ -23,6 +23,7 @@ mod reconcile;
 mod recovery;
 mod resources;
 mod route;
+mod settle;
 mod views;
 
 use std::time::Duration;
@@ -168,7 +169,10 @@ impl<'a> Instances<'a> {
             prepared_env: None,
             adopted_machine: false,
         };
-        let result = body(&mut session);
+        // A create whose result was never recorded is settled before anything else is decided.
+        let result = session
+            .settle_unconfirmed_creates("session_start")
+            .and_then(|()| body(&mut session));
         let finish = session.finish();
         match (result, finish) {
             (Ok(value), Ok(())) => Ok(value),
@@ -252,9 +256,17 @@ impl<'a> Session<'_, 'a> {
         };
         let instances = self.instances;
         let now = instances.now();
-        let next = guard.record().status.map(|status| {
+        let record = guard.record();
+        // A record that was never provisioned but still has Fly resources to settle or delete is looked
+        // at on the destroying cadence.
+        let interval = match record.status {
+            Some(status) => Some(interval_for(status)),
+            None if record.needs_watch() => Some(INTERVAL_DESTROYING),
+            None => None,
+        };
+        let next = interval.map(|interval| {
             let jitter = instances.random.below(JITTER_MS) as i64;
-            now + crate::store::duration_ms(interval_for(status)) + jitter
+            now + crate::store::duration_ms(interval) + jitter
         });
         if let Some(at) = next {
             instances
@@ -263,7 +275,7 @@ impl<'a> Session<'_, 'a> {
                 .map_err(StoreError::from)?;
         }
         match instances.store().release_with(guard, |record| {
-            record.next_check_at_ms = if record.status.is_some() { next } else { None };
+            record.next_check_at_ms = if record.needs_watch() { next } else { None };
             Ok::<(), StoreError>(())
         }) {
             Ok(_) => Ok(()),

@@ -511,6 +511,9 @@ impl Session<'_, '_> {
                 })?;
             }
         }
+        // An orphaned machine may hold the volume bound (one whose create answered an error after
+        // Fly made it): it goes before the volume, and its destroy is waited for like the machine's.
+        machine_just_destroyed |= self.cleanup_orphaned_machines(reason)?;
         if let Some(volume_id) = self.record().pending_destroy_volume_id.clone() {
             let mut result = self.delete_volume(&volume_id);
             // Right after its machine is destroyed, Fly can keep the volume bound for a moment (up
@@ -545,6 +548,7 @@ impl Session<'_, '_> {
         let record = self.record();
         let complete = record.pending_destroy_machine_id.is_none()
             && record.pending_destroy_volume_id.is_none()
+            && record.unconfirmed_create_at.is_none()
             && record.orphaned_machine_ids.is_empty()
             && record.orphaned_volume_ids.is_empty();
         if complete {
@@ -577,6 +581,25 @@ impl Session<'_, '_> {
         Ok(complete)
     }
 
+    /// Deletes the orphaned machines; returns whether any was deleted just now (its volume may stay
+    /// bound for a moment).
+    fn cleanup_orphaned_machines(&mut self, reason: &'static str) -> Result<bool, LifecycleError> {
+        let mut deleted = false;
+        for machine_id in self.record().orphaned_machine_ids.clone() {
+            let result = self.delete_machine(&machine_id);
+            tracing::info!(tag = "reconcile", reason, action = "delete_orphaned_machine", user_id = %self.user_id(),
+                machine_id = %machine_id, result = ?result);
+            if result == DeleteResult::Deleted {
+                self.wait_until_destroyed(&machine_id)?;
+                deleted = true;
+            }
+            if result != DeleteResult::Failed {
+                self.commit(|r| r.orphaned_machine_ids.retain(|m| m != &machine_id))?;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Fly destroys a machine asynchronously and keeps its volume bound until it is gone, so a
     /// volume delete right after the machine's is refused and the destroy used to finish only on
     /// the next reconcile tick. Waiting (bounded by Fly's wait timeout, lease renewed first) lets
@@ -593,16 +616,11 @@ impl Session<'_, '_> {
         }
     }
 
-    /// Deletes machines and volumes kept as orphans by capacity recovery.
+    /// Deletes machines and volumes kept as orphans (by capacity recovery, by a holder that lost its
+    /// lease after a create, or by settling an unconfirmed create).
     pub(crate) fn cleanup_orphans(&mut self, reason: &'static str) -> Result<(), LifecycleError> {
-        for machine_id in self.record().orphaned_machine_ids.clone() {
-            let result = self.delete_machine(&machine_id);
-            tracing::info!(tag = "reconcile", reason, action = "delete_orphaned_machine", user_id = %self.user_id(),
-                machine_id = %machine_id, result = ?result);
-            if result != DeleteResult::Failed {
-                self.commit(|r| r.orphaned_machine_ids.retain(|m| m != &machine_id))?;
-            }
-        }
+        // Machines first: an orphaned volume may be bound to one of them.
+        self.cleanup_orphaned_machines(reason)?;
         for volume_id in self.record().orphaned_volume_ids.clone() {
             let result = self.delete_volume(&volume_id);
             tracing::info!(tag = "reconcile", reason, action = "delete_orphaned_volume", user_id = %self.user_id(),
@@ -664,7 +682,25 @@ impl Session<'_, '_> {
         let now = self.instances.now();
         let user = user_id.to_owned();
         self.commit(|r| {
+            // What a failed first provision of the same sandbox left (a volume it settled, orphans) is
+            // kept: dropping it would leak it.
+            // Fly ids are only meaningful in the app they were made in.
+            let same_app = r.fly_app_name == app;
+            let same_place = same_app && r.sandbox_id == sandbox_id;
             let fresh = InstanceRecord {
+                fly_volume_id: r.fly_volume_id.clone().filter(|_| same_place),
+                fly_region: r.fly_region.clone().filter(|_| same_place),
+                orphaned_machine_ids: if same_app {
+                    r.orphaned_machine_ids.clone()
+                } else {
+                    Vec::new()
+                },
+                orphaned_volume_ids: if same_app {
+                    r.orphaned_volume_ids.clone()
+                } else {
+                    Vec::new()
+                },
+                unconfirmed_create_at: r.unconfirmed_create_at.filter(|_| same_app),
                 schema_version: r.schema_version,
                 version: r.version,
                 lease: r.lease.clone(),

@@ -3,6 +3,9 @@
 //!
 //! # Flow (one instance, under its lease)
 //!
+//! 0. A create whose result was never recorded → adopt or orphan what Fly holds (`settle`, on every
+//!    session). A record never provisioned is only looked at while it has something to settle or
+//!    orphans to delete (a first provision that failed midway).
 //! 1. `destroying` → retry the pending deletes and finish the destroy; nothing else runs.
 //! 2. Per-user app setup left incomplete → finish it (the original's App DO retry alarm).
 //! 3. Orphans from capacity recovery → delete them.
@@ -90,7 +93,7 @@ impl Instances<'_> {
         user_id: &str,
         reason: &'static str,
     ) -> Result<ReconcileOutcome, LifecycleError> {
-        if !self.record(user_id)?.is_some_and(|r| r.is_provisioned()) {
+        if !self.record(user_id)?.is_some_and(|r| r.needs_watch()) {
             return Ok(ReconcileOutcome::default());
         }
         self.with_lease(user_id, "reconcile", |session| {
@@ -294,7 +297,7 @@ impl Instances<'_> {
     /// its minute must be kept for another walk.
     fn check_due_entry(&self, user_id: &str, minute: i64, report: &mut DueReport) -> bool {
         let record = match self.record(user_id) {
-            Ok(Some(record)) if record.is_provisioned() => record,
+            Ok(Some(record)) if record.needs_watch() => record,
             Ok(_) => {
                 report.skipped += 1;
                 return true;
@@ -398,7 +401,7 @@ impl Instances<'_> {
             retry_at_ms = at, error = %error);
         if lower_next_check {
             let lowered = self.store().update(user_id, |record| {
-                if record.status.is_some() {
+                if record.needs_watch() {
                     record.next_check_at_ms =
                         Some(record.next_check_at_ms.map_or(at, |next| next.min(at)));
                 }
@@ -444,7 +447,7 @@ impl Instances<'_> {
                         }
                     },
                 };
-                if !record.is_provisioned() {
+                if !record.needs_watch() {
                     continue;
                 }
                 let next = record.next_check_at_ms;
@@ -488,6 +491,12 @@ impl Session<'_, '_> {
             ..ReconcileOutcome::default()
         };
         if !self.record().is_provisioned() {
+            // Never provisioned, but a failed first provision left something to delete (the session
+            // settled any unconfirmed create before this).
+            if self.record().needs_watch() {
+                self.cleanup_orphans(reason)?;
+                return Ok(outcome);
+            }
             return Ok(ReconcileOutcome::default());
         }
         if self.record().status == Some(InstanceState::Destroying) {

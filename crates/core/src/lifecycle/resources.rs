@@ -16,6 +16,7 @@ use crate::record::InstanceRecord;
 use crate::secrets::machine_env::{ENV_KEY_SECRET, EnvKey, seal_env};
 use crate::store::StoreError;
 
+use super::settle::{Created, names_machine, names_volume};
 use super::{LifecycleError, Session};
 
 /// How often a start is retried while Fly still reports the machine as being replaced (412), and the pause
@@ -134,13 +135,15 @@ impl<'a> Session<'_, 'a> {
         }
     }
 
-    /// Creates a volume in the first region with capacity (`createVolumeWithFallback`).
+    /// Creates a volume in the first region with capacity (`createVolumeWithFallback`), after recording
+    /// the intent (see [`super::settle`]); the caller's commit of the volume clears it.
     pub(crate) fn create_volume_with_fallback(
-        &self,
+        &mut self,
         regions: &[String],
         source_volume_id: Option<&str>,
     ) -> Result<Volume, LifecycleError> {
         let app = self.app_name()?;
+        self.begin_create()?;
         let mut last_error = None;
         for region in regions {
             let request = volume_request(self.record(), region, source_volume_id);
@@ -188,7 +191,8 @@ impl<'a> Session<'_, 'a> {
                 r.orphaned_volume_ids.retain(|v| v != &volume.id);
             });
         }
-        let volume = self.create_volume_with_fallback(&self.volume_regions(), None)?;
+        let regions = self.volume_regions();
+        let volume = self.create_volume_with_fallback(&regions, None)?;
         tracing::info!(tag = "reconcile", reason, action = "create_volume", user_id = %self.user_id(),
             volume_id = %volume.id, region = %volume.region);
         self.commit_created_volume(&volume, reason)
@@ -205,12 +209,6 @@ impl<'a> Session<'_, 'a> {
             return Ok(None);
         };
         let name = volume_name(&record.sandbox_id);
-        let known: Vec<&String> = record
-            .fly_volume_id
-            .iter()
-            .chain(&record.pending_destroy_volume_id)
-            .chain(&record.orphaned_volume_ids)
-            .collect();
         // A failed listing fails the operation (retryable): creating blindly could leak one.
         let volumes = self
             .instances
@@ -220,15 +218,14 @@ impl<'a> Session<'_, 'a> {
         Ok(volumes
             .into_iter()
             .filter(|v| v.name == name && !v.state.is_deleted() && v.attached_machine_id.is_none())
-            .filter(|v| !known.contains(&&v.id))
+            .filter(|v| !names_volume(record, &v.id))
             .min_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id))))
     }
 
     /// Commits the id and region of a volume this holder just created. If the lease was lost since (the
     /// holder stalled past its expiry and another operation took over), the holder cannot commit, so it
-    /// records the volume as an orphan with a lease-free update (which never disturbs the new holder) unless
-    /// the record names it by now (the new holder adopted it): the next reconcile deletes it, instead of it
-    /// leaking with no record naming it.
+    /// records the volume as an orphan (see [`Session::record_after_lost_lease`]): the next reconcile
+    /// deletes it, instead of it leaking with no record naming it.
     fn commit_created_volume(
         &mut self,
         volume: &Volume,
@@ -237,40 +234,12 @@ impl<'a> Session<'_, 'a> {
         let result = self.commit(|r| {
             r.fly_volume_id = Some(volume.id.clone());
             r.fly_region = Some(volume.region.clone());
+            r.unconfirmed_create_at = None;
         });
         if let Err(LifecycleError::Store(StoreError::LeaseLost)) = &result {
-            self.orphan_volume_of_lost_lease(&volume.id, reason);
+            self.record_after_lost_lease(Created::Volume(&volume.id), reason);
         }
         result
-    }
-
-    /// See [`Self::commit_created_volume`]. Best effort: a failure is logged (the volume then leaks as
-    /// it did before, named in the log line).
-    fn orphan_volume_of_lost_lease(&self, volume_id: &str, reason: &'static str) {
-        let user_id = self.user_id();
-        let outcome = self.instances.store().update(&user_id, |r| {
-            let named = r.fly_volume_id.as_deref() == Some(volume_id)
-                || r.pending_destroy_volume_id.as_deref() == Some(volume_id)
-                || r.orphaned_volume_ids.iter().any(|v| v == volume_id);
-            if !named {
-                r.orphaned_volume_ids.push(volume_id.to_owned());
-            }
-            Ok::<bool, StoreError>(!named)
-        });
-        match outcome {
-            Ok((orphaned, _)) => tracing::warn!(
-                tag = "reconcile",
-                reason,
-                action = "orphan_volume_after_lease_lost",
-                user_id,
-                volume_id,
-                orphaned
-            ),
-            Err(error) => {
-                tracing::error!(tag = "reconcile", reason, action = "orphan_volume_after_lease_lost",
-                user_id, volume_id, orphaned = false, error = %error)
-            }
-        }
     }
 
     /// Capacity recovery (`replaceStrandedVolume`): retire the machine (kept as an orphan if Fly will not
@@ -480,12 +449,6 @@ impl<'a> Session<'_, 'a> {
         let Some(volume_id) = record.fly_volume_id.clone() else {
             return Ok(None);
         };
-        let known: Vec<&String> = record
-            .fly_machine_id
-            .iter()
-            .chain(&record.pending_destroy_machine_id)
-            .chain(&record.orphaned_machine_ids)
-            .collect();
         let app = self.app_name()?;
         // A failed listing fails the operation (retryable): creating blindly could duplicate.
         let machines = self
@@ -498,7 +461,7 @@ impl<'a> Session<'_, 'a> {
             .map_err(|e| LifecycleError::fly("list machines", e))?;
         let candidates: Vec<Machine> = machines
             .into_iter()
-            .filter(|m| !m.state.is_gone() && !known.contains(&&m.id))
+            .filter(|m| !m.state.is_gone() && !names_machine(record, &m.id))
             .filter(|m| {
                 m.config.as_ref().is_some_and(|c| {
                     c.mounts
@@ -531,6 +494,7 @@ impl<'a> Session<'_, 'a> {
             return self.start_existing_machine(&machine.id, config);
         }
         let app = self.app_name()?;
+        self.begin_create()?;
         let record = self.record();
         let request = CreateMachineRequest {
             config,
@@ -549,7 +513,14 @@ impl<'a> Session<'_, 'a> {
             .map_err(|e| LifecycleError::fly("create machine", e))?;
         tracing::info!(tag = "lifecycle", action = "create_machine", user_id = %self.user_id(), machine_id = %machine.id,
             region = %machine.region);
-        self.commit(|r| r.fly_machine_id = Some(machine.id.clone()))?;
+        let committed = self.commit(|r| {
+            r.fly_machine_id = Some(machine.id.clone());
+            r.unconfirmed_create_at = None;
+        });
+        if let Err(LifecycleError::Store(StoreError::LeaseLost)) = &committed {
+            self.record_after_lost_lease(Created::Machine(&machine.id), "create_machine");
+        }
+        committed?;
         self.wait(&machine.id, WaitState::Started, None)?
             .map_err(|e| LifecycleError::fly("wait for started", e))
     }

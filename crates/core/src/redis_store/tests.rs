@@ -3,59 +3,12 @@
 //! `execute` flattens them: the key-value contract, insert-if-absent, and compare-and-swap
 //! increments from many threads losing nothing. Keys live under a per-run prefix.
 
-use std::sync::Mutex;
+use super::RedisKeyValue;
+use crate::kv::{CasOutcome, KeyValue};
+use crate::testing::{NativeRedis, check_key_value_contract};
 
-use super::{RedisArg, RedisCommands, RedisKeyValue, RedisValue};
-use crate::kv::{CasOutcome, KeyValue, KvError};
-use crate::testing::check_key_value_contract;
-
-struct Native(Mutex<redis::Connection>);
-
-fn flatten(value: redis::Value, out: &mut Vec<RedisValue>) -> Result<(), KvError> {
-    match value {
-        redis::Value::Nil => out.push(RedisValue::Nil),
-        redis::Value::Int(v) => out.push(RedisValue::Int(v)),
-        redis::Value::BulkString(v) => out.push(RedisValue::Bytes(v)),
-        redis::Value::SimpleString(s) => out.push(RedisValue::Status(s)),
-        redis::Value::Okay => out.push(RedisValue::Status("OK".to_owned())),
-        redis::Value::Array(items) | redis::Value::Set(items) => {
-            for item in items {
-                flatten(item, out)?;
-            }
-        }
-        other => return Err(KvError::Other(format!("unsupported reply {other:?}"))),
-    }
-    Ok(())
-}
-
-impl RedisCommands for Native {
-    fn execute(&self, command: &str, args: Vec<RedisArg>) -> Result<Vec<RedisValue>, KvError> {
-        let mut cmd = redis::cmd(command);
-        for arg in args {
-            match arg {
-                RedisArg::Int(v) => cmd.arg(v),
-                RedisArg::Bytes(v) => cmd.arg(v),
-            };
-        }
-        let mut connection = self
-            .0
-            .lock()
-            .map_err(|_| KvError::Other("poisoned".to_owned()))?;
-        let value: redis::Value = cmd
-            .query(&mut *connection)
-            .map_err(|e| KvError::Other(e.to_string()))?;
-        let mut out = Vec::new();
-        flatten(value, &mut out)?;
-        Ok(out)
-    }
-}
-
-fn store(prefix: &str) -> RedisKeyValue<Native> {
-    let client = redis::Client::open("redis://127.0.0.1:6379").expect("redis URL");
-    let connection = client
-        .get_connection()
-        .expect("Redis must run on 127.0.0.1:6379 (.ci/run starts it)");
-    RedisKeyValue::new(Native(Mutex::new(connection)), prefix)
+fn store(prefix: &str) -> RedisKeyValue<NativeRedis> {
+    NativeRedis::store(prefix).expect("Redis must run on 127.0.0.1:6379 (.ci/run starts it)")
 }
 
 fn unique_prefix(test: &str) -> String {

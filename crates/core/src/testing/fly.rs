@@ -89,6 +89,8 @@ struct State {
     full_regions: BTreeSet<String>,
     update_boots_stopped: bool,
     injected: HashMap<FlyCall, VecDeque<FlyError>>,
+    /// Errors answered after the call did its work (creates only): Fly made it, the caller hears a 5xx.
+    injected_after_effect: HashMap<FlyCall, VecDeque<FlyError>>,
     log: Vec<(FlyCall, String)>,
     next_id: u64,
     exec_response: Option<ExecResponse>,
@@ -166,6 +168,20 @@ impl FakeFly {
         let stall = Stall::new();
         self.lock().stalls.insert((call, point), stall.clone());
         stall
+    }
+
+    /// The next `call` (a create: machine or volume) does its work and then answers HTTP `status`, as
+    /// Fly does when it creates and its answer is lost or it fails afterwards.
+    pub fn fail_next_after_effect(&self, call: FlyCall, status: u16) {
+        self.lock()
+            .injected_after_effect
+            .entry(call)
+            .or_default()
+            .push_back(status_error(
+                "injected after effect",
+                status,
+                json!({"error": "injected after the effect"}),
+            ));
     }
 
     /// The next call of `call` fails with HTTP `status` and a JSON `{error: message}` body.
@@ -386,6 +402,17 @@ impl Drop for CallState<'_> {
 }
 
 impl State {
+    fn error_after_effect(&mut self, call: FlyCall) -> Result<(), FlyError> {
+        match self
+            .injected_after_effect
+            .get_mut(&call)
+            .and_then(VecDeque::pop_front)
+        {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
     fn id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}{:014x}", self.next_id)
@@ -501,6 +528,7 @@ impl FlyApi for FakeFly {
         if request.skip_launch != Some(true) {
             state.launch(app, &id);
         }
+        state.error_after_effect(FlyCall::CreateMachine)?;
         let fake = state.app(app, context)?;
         fake.machines
             .get(&id)
@@ -799,6 +827,7 @@ impl FlyApi for FakeFly {
         let id = state.id("vol_");
         let volume = new_volume(&id, request);
         state.app(app, context)?.volumes.insert(id, volume.clone());
+        state.error_after_effect(FlyCall::CreateVolume)?;
         Ok(volume)
     }
 

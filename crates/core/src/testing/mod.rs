@@ -8,6 +8,7 @@
 //! - [`FakeClock`] / [`SeqRandom`]: time that advances only when someone sleeps; predictable randomness.
 //! - [`NodeEnvelopes`]: RSA envelopes made by Node's `crypto`, as Next.js makes them.
 //! - [`check_key_value_contract`]: the key-value semantics the store protocol needs, for any backend.
+//! - [`NativeRedis`]: the Redis store adapter over a native client, against the real server.
 //! - [`Stall`]: holds one call of [`MemoryKv`] or [`FakeFly`] until the test lets it go (a caller stuck
 //!   between two steps while others run).
 
@@ -16,6 +17,7 @@ mod contract;
 mod envelopes;
 mod fly;
 mod kv;
+mod redis;
 mod stall;
 
 pub use clock::{FakeClock, SeqRandom};
@@ -23,4 +25,5 @@ pub use contract::check_key_value_contract;
 pub use envelopes::{BadEnvelope, GoodEnvelope, NodeEnvelopes};
 pub use fly::{FakeFly, FlyCall, StallPoint};
 pub use kv::{KvOp, MemoryKv};
+pub use redis::NativeRedis;
 pub use stall::Stall;

@@ -809,14 +809,15 @@ fn stale_holder_cannot_commit_and_reconciler_adopts_its_machine() {
     });
     let taken = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counter = taken.clone();
-    // The 1st CAS is start's lease acquisition, the 2nd its first commit (machine id) after create.
-    for _ in 0..2 {
+    // The 1st CAS is start's lease acquisition, the 2nd the create's intent, the 3rd its first commit
+    // (machine id) after the create.
+    for _ in 0..3 {
         let counter = counter.clone();
         world
             .kv
             .write_concurrently_before_next_cas(&record_key(USER), move |current| {
                 let bytes = current.unwrap_or_default();
-                if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
                     return bytes;
                 }
                 let (mut record, _) = InstanceRecord::decode(&bytes).expect("decode");
@@ -2246,3 +2247,4 @@ mod lean_route {
 mod reconcile_due;
 mod secrets;
 mod stalls;
+mod unconfirmed;
