@@ -258,6 +258,11 @@ fn validate(raw: RawManifest, base_dir: &Path) -> Result<Manifest, ManifestError
         );
     }
 
+    // Declared ids are checked before inline components join them under generated ids, which are
+    // not kebab-case on purpose: a declared id can then never take (or be overwritten by) one.
+    for id in raw.component.keys() {
+        validate_kebab_id(id).map_err(|reason| invalid(format!("component.{id}"), reason))?;
+    }
     let mut raw_components = raw.component.clone();
     let mut resolve_ref = |item: &str, r: &RawComponentRef| -> Result<String, ManifestError> {
         match r {
@@ -351,10 +356,6 @@ fn validate(raw: RawManifest, base_dir: &Path) -> Result<Manifest, ManifestError
 
     let mut components = BTreeMap::new();
     for (id, c) in &raw_components {
-        let item = format!("component.{id}");
-        if !id.starts_with("inline-component--") {
-            validate_kebab_id(id).map_err(|reason| invalid(&item, reason))?;
-        }
         components.insert(id.clone(), validate_component(id, c, &variables, base_dir)?);
     }
 
@@ -734,6 +735,26 @@ mod tests {
         assert!(validate_kebab_id("1a").is_err());
         assert!(validate_kebab_id("a--b").is_err());
         assert!(validate_kebab_id("a-2x").is_err());
+    }
+
+    #[test]
+    fn a_declared_id_shaped_like_an_inline_components_is_refused() {
+        // Found by the manifest fuzz target's properties: the check used to skip any id starting
+        // with the inline prefix, so a declared `inline-component--1` was accepted, and then
+        // overwritten by the first inline trigger component.
+        for declared in ["inline-component--x", "inline-component--1"] {
+            let err = parse(&format!(
+                "{HEAD}[component.\"{declared}\"]\nsource = \"a.wasm\"\n\
+                 [[trigger.http]]\nroute = \"/\"\ncomponent = {{ source = \"b.wasm\" }}\n"
+            ))
+            .expect_err("not a kebab-case id");
+            assert!(err.to_string().contains(declared), "{err}");
+        }
+        let inline = parse(&format!(
+            "{HEAD}[[trigger.http]]\nroute = \"/\"\ncomponent = {{ source = \"b.wasm\" }}\n"
+        ))
+        .expect("an inline component is fine");
+        assert_eq!(inline.components.len(), 1);
     }
 
     #[test]
