@@ -27,6 +27,7 @@ const VARIABLES: &[&str] = &[
     "database_url",
     "database_outbound_host",
     "revocation_cache_ttl_seconds",
+    "lease_ttl_seconds",
     "kilocode_api_base_url",
     "telegram_dm_policy",
     "discord_dm_policy",

@@ -91,6 +91,23 @@ pub fn validate_regions(list: &str) -> Result<Vec<String>, String> {
     Ok(regions)
 }
 
+/// The longest `lease_ttl_seconds` accepted: a day.
+pub const MAX_LEASE_TTL_S: u64 = 86_400;
+
+/// Parses `lease_ttl_seconds`: a whole number of seconds, 1 to [`MAX_LEASE_TTL_S`]. Production keeps
+/// the default (150 s, longer than Fly's longest single wait of 60 s); tests that kill the host set
+/// a few seconds so that a dead holder's lease expires quickly.
+pub fn parse_lease_ttl(value: &str) -> Result<Duration, String> {
+    match value.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1 second".into()),
+        Ok(seconds) if seconds > MAX_LEASE_TTL_S => {
+            Err(format!("{seconds} is more than {MAX_LEASE_TTL_S} seconds"))
+        }
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => Err(format!("'{value}' is not a whole number of seconds")),
+    }
+}
+
 impl Settings {
     /// Reads settings through `lookup` (variable name → value; empty counts as unset).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
@@ -137,6 +154,16 @@ impl Settings {
                 false
             }
         };
+        let mut store = StoreSettings::default();
+        if let Some(value) = get("lease_ttl_seconds") {
+            match parse_lease_ttl(&value) {
+                Ok(ttl) => store.lease_ttl = ttl,
+                Err(reason) => problems.push(SettingProblem::Invalid {
+                    name: "lease_ttl_seconds",
+                    reason,
+                }),
+            }
+        }
         let settings = Self {
             gateway_token_secret,
             registry_app: get("fly_registry_app")
@@ -152,7 +179,7 @@ impl Settings {
             telegram_dm_policy: get("telegram_dm_policy"),
             discord_dm_policy: get("discord_dm_policy"),
             openclaw_allowed_origins: get("openclaw_allowed_origins"),
-            store: StoreSettings::default(),
+            store,
             startup_timeout_s: STARTUP_TIMEOUT_S,
         };
         if problems.is_empty() {
@@ -236,6 +263,33 @@ mod tests {
         assert!(text.contains("fly_org_slug"), "{text}");
         assert!(text.contains("fly_region is invalid: 'eu-west'"), "{text}");
         assert!(text.contains("dev_mode"), "{text}");
+    }
+
+    #[test]
+    fn lease_ttl_defaults_to_150_s_and_rejects_zero_and_garbage() {
+        let base = [("gateway_token_secret", "s"), ("fly_org_slug", "org")];
+        let settings = Settings::from_lookup(lookup(&base)).expect("valid");
+        assert_eq!(settings.store.lease_ttl, Duration::from_secs(150));
+        let with = |value: &str| {
+            let mut pairs = base.to_vec();
+            pairs.push(("lease_ttl_seconds", value));
+            Settings::from_lookup(lookup(&pairs))
+        };
+        assert_eq!(
+            with(" 3 ").expect("valid").store.lease_ttl,
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            with("").expect("empty is unset").store.lease_ttl,
+            Duration::from_secs(150)
+        );
+        for bad in ["0", "-5", "2.5", "soon", "86401"] {
+            let text = with(bad).expect_err(bad).to_string();
+            assert!(
+                text.contains("lease_ttl_seconds is invalid"),
+                "{bad}: {text}"
+            );
+        }
     }
 
     #[test]

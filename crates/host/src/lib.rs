@@ -130,6 +130,7 @@ pub mod variables;
 pub mod wasi;
 
 mod bindings;
+mod crash;
 mod engine;
 mod state;
 

@@ -33,6 +33,13 @@ fn wasi_err(e: super::KvError) -> wasi_kv::Error {
     wasi_kv::Error::Other(e.to_string())
 }
 
+/// A test-only crash point after a completed write (see [`crate::crash`]).
+fn wrote(bucket: &BucketResource, operation: &str, key: &str, succeeded: bool) {
+    if succeeded {
+        crate::crash::point(|| format!("after key-value {operation} {key} in {}", bucket.label));
+    }
+}
+
 impl InstanceState {
     fn open_bucket(&self, label: &str) -> Option<BucketResource> {
         self.component
@@ -78,7 +85,9 @@ impl spin_kv::HostStore for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let b = self.bucket(&r)?;
-        Ok(b.store.set(&key, &value).await.map_err(spin_err))
+        let result = b.store.set(&key, &value).await.map_err(spin_err);
+        wrote(&b, "set", &key, result.is_ok());
+        Ok(result)
     }
 
     async fn delete(
@@ -87,7 +96,9 @@ impl spin_kv::HostStore for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let b = self.bucket(&r)?;
-        Ok(b.store.delete(&key).await.map_err(spin_err))
+        let result = b.store.delete(&key).await.map_err(spin_err);
+        wrote(&b, "delete", &key, result.is_ok());
+        Ok(result)
     }
 
     async fn exists(
@@ -142,7 +153,9 @@ impl wasi_kv::HostBucket for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&r)?;
-        Ok(b.store.set(&key, &value).await.map_err(wasi_err))
+        let result = b.store.set(&key, &value).await.map_err(wasi_err);
+        wrote(&b, "set", &key, result.is_ok());
+        Ok(result)
     }
 
     async fn delete(
@@ -151,7 +164,9 @@ impl wasi_kv::HostBucket for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&r)?;
-        Ok(b.store.delete(&key).await.map_err(wasi_err))
+        let result = b.store.delete(&key).await.map_err(wasi_err);
+        wrote(&b, "delete", &key, result.is_ok());
+        Ok(result)
     }
 
     async fn exists(
@@ -195,7 +210,9 @@ impl atomics::Host for InstanceState {
         delta: i64,
     ) -> wasmtime::Result<Result<i64, wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        Ok(b.store.increment(&key, delta).await.map_err(wasi_err))
+        let result = b.store.increment(&key, delta).await.map_err(wasi_err);
+        wrote(&b, "increment", &key, result.is_ok());
+        Ok(result)
     }
 
     async fn swap(
@@ -205,7 +222,10 @@ impl atomics::Host for InstanceState {
     ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let cas = self.table.delete(cas)?;
         match cas.bucket.store.swap(&cas.key, &cas.snapshot, &value).await {
-            Ok(()) => Ok(Ok(())),
+            Ok(()) => {
+                wrote(&cas.bucket, "compare-and-swap", &cas.key, true);
+                Ok(Ok(()))
+            }
             Err(SwapError::CasFailed) => {
                 tracing::debug!(tag = "kv", store = %cas.bucket.label, action = "cas-failed");
                 // As Spin: hand back a fresh handle that has already re-read the key.
@@ -272,7 +292,10 @@ impl batch::Host for InstanceState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        Ok(b.store.set_many(&key_values).await.map_err(wasi_err))
+        let result = b.store.set_many(&key_values).await.map_err(wasi_err);
+        let first = key_values.first().map(|(key, _)| key.as_str());
+        wrote(&b, "set-many", first.unwrap_or_default(), result.is_ok());
+        Ok(result)
     }
 
     async fn delete_many(
@@ -281,6 +304,9 @@ impl batch::Host for InstanceState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        Ok(b.store.delete_many(&keys).await.map_err(wasi_err))
+        let result = b.store.delete_many(&keys).await.map_err(wasi_err);
+        let first = keys.first().map(String::as_str);
+        wrote(&b, "delete-many", first.unwrap_or_default(), result.is_ok());
+        Ok(result)
     }
 }

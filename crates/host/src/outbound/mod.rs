@@ -8,7 +8,8 @@
 //! [`WasiHttpHooks::send_request`] hook. Each request is first checked against the component's
 //! `allowed_outbound_hosts` (denied → `HttpRequestDenied`), the `Host` header is dropped as Spin
 //! does, and the request options' connect, first-byte and between-bytes timeouts apply (default
-//! 600 s each, as in Spin).
+//! 600 s each, as in Spin). A received response head is a test-only crash point
+//! ([`crate::crash`]).
 
 mod allowed_hosts;
 pub mod postgres;
@@ -227,7 +228,17 @@ impl WasiHttpHooks for OutboundPolicy {
                 );
                 return Err(HttpError::HttpRequestDenied);
             }
+            let crash_point = crate::crash::is_armed()
+                .then(|| (request.method().clone(), request.uri().path().to_owned()));
             let response = policy.client.send(request, options).await?;
+            if let Some((method, path)) = crash_point {
+                crate::crash::point(|| {
+                    format!(
+                        "after outbound HTTP {method} {scheme}://{host}:{port}{path} answered {}",
+                        response.status().as_u16()
+                    )
+                });
+            }
             Ok((response, fut))
         })
     }

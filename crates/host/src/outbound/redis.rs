@@ -556,8 +556,12 @@ impl wit::HostConnection for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wit::Error>> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
-        Ok(plain(self.redis_run::<Value>(&r, cmd).await?).map(drop))
+        cmd.arg(&key).arg(value);
+        let result = plain(self.redis_run::<Value>(&r, cmd).await?).map(drop);
+        if result.is_ok() {
+            crate::crash::point(|| format!("after outbound Redis SET {key}"));
+        }
+        Ok(result)
     }
 
     async fn incr(
@@ -566,8 +570,12 @@ impl wit::HostConnection for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<i64, wit::Error>> {
         let mut cmd = redis::cmd("INCRBY");
-        cmd.arg(key).arg(1);
-        Ok(plain(self.redis_run(&r, cmd).await?))
+        cmd.arg(&key).arg(1);
+        let result = plain(self.redis_run(&r, cmd).await?);
+        if result.is_ok() {
+            crate::crash::point(|| format!("after outbound Redis INCRBY {key}"));
+        }
+        Ok(result)
     }
 
     async fn del(
@@ -576,8 +584,12 @@ impl wit::HostConnection for InstanceState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<u32, wit::Error>> {
         let mut cmd = redis::cmd("DEL");
-        cmd.arg(keys);
-        Ok(plain(self.redis_run(&r, cmd).await?))
+        cmd.arg(&keys);
+        let result = plain(self.redis_run(&r, cmd).await?);
+        if result.is_ok() {
+            crate::crash::point(|| format!("after outbound Redis DEL {}", keys.join(" ")));
+        }
+        Ok(result)
     }
 
     async fn sadd(
@@ -647,6 +659,9 @@ impl wit::HostConnection for InstanceState {
         if let Err(e) = flatten(value, &mut results) {
             return Ok(Err(e));
         }
+        if executed_a_write(&command, &results) {
+            crate::crash::point(|| format!("after outbound Redis {}", command.to_uppercase()));
+        }
         if result_size(&results) > MAX_RESULT_BYTES {
             return Ok(Err(too_large()));
         }
@@ -657,6 +672,17 @@ impl wit::HostConnection for InstanceState {
         self.table.delete(r)?;
         Ok(())
     }
+}
+
+/// Whether `execute` ran a write the test-only crash points count (see [`crate::crash`]): `SET`,
+/// `DEL` and `INCRBY`/`INCR`, and an `EVAL` that answered the integer 1 (the instance store's
+/// compare-and-swap script reports a swap that way).
+fn executed_a_write(command: &str, results: &[wit::RedisResult]) -> bool {
+    let is = |name: &str| command.trim().eq_ignore_ascii_case(name);
+    if is("EVAL") || is("EVALSHA") {
+        return matches!(results, [wit::RedisResult::Int64(1)]);
+    }
+    ["SET", "DEL", "INCR", "INCRBY"].into_iter().any(is)
 }
 
 #[cfg(test)]
