@@ -28,7 +28,8 @@ pub struct RequestRecord {
     /// The machine, volume, secret or IP the path names, if any.
     pub target: Option<String>,
     pub status: u16,
-    /// The fault rule or chaos decision that shaped the answer, if any.
+    /// The fault rule or chaos decision that shaped the answer, if any (`+after` when Fly did the
+    /// work first).
     pub fault: Option<String>,
 }
 

@@ -400,3 +400,145 @@ async fn removed_and_unknown_routes_answer_precisely() -> anyhow::Result<()> {
     ensure!(own == sys.status(user).await?, "user status differs: {own}");
     Ok(())
 }
+
+/// Proof 5 of issue 11 (hostile input), the token and path parts in one table: forged and
+/// malformed tokens are 401 with a message that never echoes them, and odd or encoded spellings of
+/// platform paths never run a platform operation — with a user's valid token they at most reach
+/// that user's own machine, without one they are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_and_disguised_platform_paths_are_refused() -> anyhow::Result<()> {
+    let sys = System::boot().await?;
+    let user = "user-hostile";
+    sys.provision(user).await?;
+    sys.start(user).await?;
+    let machine = sys.status(user).await?["flyMachineId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let now = System::now_s();
+    let claims = json!({"kiloUserId": user, "version": 3, "iat": now, "exp": now + 300});
+    let oversize = format!(
+        "{}.{}.{}",
+        "a".repeat(6_000),
+        "b".repeat(6_000),
+        "c".repeat(100)
+    );
+    let tokens = [
+        (
+            "alg none, no signature",
+            sys.token_with_header(json!({"alg": "none", "typ": "JWT"}), claims.clone(), false)?,
+        ),
+        (
+            "alg none, HMAC signature",
+            sys.token_with_header(json!({"alg": "none", "typ": "JWT"}), claims.clone(), true)?,
+        ),
+        (
+            "RS256 header over an HMAC signature (key confusion)",
+            sys.token_with_header(json!({"alg": "RS256", "typ": "JWT"}), claims.clone(), true)?,
+        ),
+        (
+            "HS512 with the right secret",
+            sys.token_with_algorithm(jsonwebtoken::Algorithm::HS512, claims.clone())?,
+        ),
+        (
+            "no exp",
+            sys.token_with_claims(json!({"kiloUserId": user, "version": 3, "iat": now}))?,
+        ),
+        (
+            "exp as a string",
+            sys.token_with_claims(
+                json!({"kiloUserId": user, "version": 3, "iat": now, "exp": (now + 300).to_string()}),
+            )?,
+        ),
+        (
+            "user id as a number",
+            sys.token_with_claims(json!({"kiloUserId": 42, "version": 3, "iat": now, "exp": now + 300}))?,
+        ),
+        (
+            "not yet valid",
+            sys.token_with_claims(
+                json!({"kiloUserId": user, "version": 3, "iat": now, "nbf": now + 600, "exp": now + 900}),
+            )?,
+        ),
+        ("two segments", "eyJhbGciOiJIUzI1NiJ9.eyJ4IjoxfQ".to_owned()),
+        ("empty", String::new()),
+        ("oversize", oversize),
+    ];
+    for (what, token) in &tokens {
+        let reply = sys
+            .send(
+                sys.request(Method::GET, "/")
+                    .header("authorization", format!("Bearer {token}")),
+            )
+            .await?;
+        if what == &"oversize" && reply.status == 431 {
+            continue;
+        }
+        let body = reply.expect(401).map_err(|e| e.context(*what))?;
+        let message = body["error"].as_str().unwrap_or_default();
+        ensure!(!message.is_empty(), "{what}: 401 without a message: {body}");
+        ensure!(
+            token.is_empty() || !reply.text.contains(token.as_str()),
+            "{what}: the answer echoes the token"
+        );
+    }
+
+    let disguised = [
+        "/api/platform%2Fdestroy",
+        "/api/%70latform/destroy",
+        "//api/platform/destroy",
+        "/api//platform/destroy",
+        "/./api/platform/destroy",
+        "/api/platform/../platform/destroy",
+        "/api/platform/%2e%2e/platform/destroy",
+        "/API/PLATFORM/DESTROY",
+        "/api/platform/destroy%00",
+        "/api/platform/destroy/",
+    ];
+    let destroy = json!({"userId": user}).to_string();
+    for path in disguised {
+        // Without credentials: refused, or a 404 for a path that is no route.
+        let anonymous = sys
+            .send(
+                sys.request(Method::POST, path)
+                    .header("content-type", "application/json")
+                    .body(destroy.clone()),
+            )
+            .await?;
+        ensure!(
+            matches!(anonymous.status, 400 | 401 | 403 | 404),
+            "{path} without credentials answered {} {}",
+            anonymous.status,
+            anonymous.text
+        );
+        // With the user's token: at most the user's own machine sees it.
+        let as_user = sys
+            .send(
+                sys.as_user(user, Method::POST, path)?
+                    .header("content-type", "application/json")
+                    .body(destroy.clone()),
+            )
+            .await?;
+        if as_user.status == 200 {
+            let echo = as_user.expect_echo(200)?;
+            ensure!(
+                echo.machine_id == machine,
+                "{path} reached {}",
+                echo.machine_id
+            );
+        } else {
+            ensure!(
+                matches!(as_user.status, 400 | 401 | 403 | 404),
+                "{path} as the user answered {} {}",
+                as_user.status,
+                as_user.text
+            );
+        }
+    }
+    ensure!(
+        sys.status(user).await?["status"] == "running",
+        "no disguised path destroyed the instance"
+    );
+    Ok(())
+}

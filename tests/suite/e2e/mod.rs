@@ -7,6 +7,7 @@ mod database;
 mod sim;
 mod system;
 
+mod chaos;
 mod compose;
 mod errors;
 mod isolation;

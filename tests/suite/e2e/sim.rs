@@ -210,6 +210,16 @@ impl Fly {
         Ok(())
     }
 
+    /// Adds a fault rule as it is (probabilities, after-effect answers, timeouts, capacity).
+    pub fn add_fault_rule(&self, rule: FaultRule) {
+        self.admin().add_fault(rule);
+    }
+
+    /// Turns the seeded random fault mix on (`Some`) or off.
+    pub fn set_chaos(&self, profile: Option<kiloclaw_flysim::ChaosProfile>) {
+        self.admin().set_chaos(profile);
+    }
+
     /// The machine vanishes (a host failure): 404 from then on.
     pub async fn destroy_machine_out_of_band(&self, id: &str) -> anyhow::Result<()> {
         self.admin()

@@ -24,8 +24,10 @@ const NEXTAUTH_SECRET: &str = "e2e-nextauth-secret-0123456789abcdef0123456789";
 const INTERNAL_API_SECRET: &str = "e2e-internal-api-key-0123456789abcdef";
 const GATEWAY_TOKEN_SECRET: &str = "e2e-gateway-token-secret-0123456789abcdef";
 
-/// Bound on any single HTTP exchange with the system; a hang fails the test instead of CI.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on any single HTTP exchange with the system; a hang fails the test instead of CI. Above
+/// the longest legitimate answer: a start under Fly faults may wait for `started` (Fly caps a wait
+/// at 60 s), recover from a capacity error and wait again.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The manifest with component paths pointing at the built files, written once per process.
 fn manifest() -> anyhow::Result<&'static PathBuf> {
@@ -527,11 +529,41 @@ impl System {
 
     /// A JWT with arbitrary claims under any key.
     pub fn token_signed_with(&self, key: &[u8], claims: Value) -> anyhow::Result<String> {
-        Ok(jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(key),
-        )?)
+        sign_token(jsonwebtoken::Algorithm::HS256, key, claims)
+    }
+
+    /// A token with a header of the caller's choosing (e.g. `{"alg":"none"}`), whose signature is
+    /// HMAC-SHA256 with the app's secret (`sign: true`) or empty: what an attacker can forge.
+    pub fn token_with_header(
+        &self,
+        header: Value,
+        claims: Value,
+        sign: bool,
+    ) -> anyhow::Result<String> {
+        use base64::Engine;
+        let encode = |value: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        let message = format!("{}.{}", encode(&header), encode(&claims));
+        let signature = if sign {
+            jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &jsonwebtoken::EncodingKey::from_secret(NEXTAUTH_SECRET.as_bytes()),
+                jsonwebtoken::Algorithm::HS256,
+            )?
+        } else {
+            String::new()
+        };
+        Ok(format!("{message}.{signature}"))
+    }
+
+    /// A token signed with the app's secret under another algorithm (e.g. HS512).
+    pub fn token_with_algorithm(
+        &self,
+        algorithm: jsonwebtoken::Algorithm,
+        claims: Value,
+    ) -> anyhow::Result<String> {
+        sign_token(algorithm, NEXTAUTH_SECRET.as_bytes(), claims)
     }
 
     /// A request as `user` (Bearer JWT).
@@ -612,6 +644,18 @@ impl System {
         let app = status["flyAppName"].as_str().context("no app")?;
         self.sim.websocket_accepts(app, token).await
     }
+}
+
+fn sign_token(
+    algorithm: jsonwebtoken::Algorithm,
+    key: &[u8],
+    claims: Value,
+) -> anyhow::Result<String> {
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(algorithm),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )?)
 }
 
 fn http_client() -> anyhow::Result<reqwest::Client> {

@@ -532,7 +532,22 @@ impl Session<'_, '_> {
 
     fn reconcile_machine(&mut self, reason: &'static str) -> Result<(), LifecycleError> {
         let Some(machine_id) = self.record().fly_machine_id.clone() else {
-            return self.attempt_metadata_recovery(reason);
+            self.attempt_metadata_recovery(reason)?;
+            // Recorded as running with no machine (an operation failed after retiring it, e.g. a
+            // capacity relocation whose create then failed) and none found: nothing runs.
+            if self.record().fly_machine_id.is_none()
+                && self.record().status == Some(InstanceState::Running)
+            {
+                tracing::warn!(tag = "reconcile", reason, action = "sync_status", user_id = %self.user_id(),
+                    old_state = "running", new_state = "stopped", cause = "no_machine");
+                let now = self.instances.now();
+                self.commit(|r| {
+                    r.status = Some(InstanceState::Stopped);
+                    r.last_stopped_at = Some(now);
+                    r.health_check_fail_count = 0;
+                })?;
+            }
+            return Ok(());
         };
         let app = self.app_name()?;
         let machine = match self.instances.fly.get_machine(&app, &machine_id) {

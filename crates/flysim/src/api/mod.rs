@@ -187,11 +187,15 @@ async fn api_layer(State(sim): Sim, request: Request, next: Next) -> Response {
         else {
             break 'respond next.run(request).await;
         };
-        fault_note = Some(
-            decision
-                .rule_id
-                .map_or_else(|| "chaos".to_owned(), |id| format!("rule:{id}")),
-        );
+        // `+after`: Fly did the work and still answered the fault.
+        let source = decision
+            .rule_id
+            .map_or_else(|| "chaos".to_owned(), |id| format!("rule:{id}"));
+        fault_note = Some(if decision.after_effect {
+            format!("{source}+after")
+        } else {
+            source
+        });
         match &decision.effect {
             FaultEffect::Latency { ms } => {
                 tokio::time::sleep(Duration::from_millis(*ms)).await;

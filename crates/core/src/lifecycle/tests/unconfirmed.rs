@@ -206,3 +206,27 @@ fn a_create_that_fails_without_effect_costs_one_listing_and_no_orphan() {
     assert!(world.record().orphaned_machine_ids.is_empty());
     assert_fly_matches_record(&world);
 }
+
+#[test]
+fn a_running_record_left_without_a_machine_is_marked_stopped_by_the_reconciler() {
+    // Found by the chaos test (seed 6): capacity relocation retired the machine, then its create
+    // failed; the record said `running` with no machine, and the reconciler left it so for good.
+    let world = World::new();
+    world.running();
+    world.instances().stop(USER).expect("stop");
+    world.instances().start(USER).expect("start");
+    world.fly.set_region_full("dfw", true);
+    world.fly.set_region_full("yyz", true);
+    world.fly.set_region_full("cdg", true);
+    world.edit(|r| r.status = Some(InstanceState::Running));
+    let machine = world.record().fly_machine_id.expect("machine");
+    world.fly.remove_machine(APP, &machine);
+    world.edit(|r| r.fly_machine_id = None);
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let record = world.record();
+    assert_eq!(record.status, Some(InstanceState::Stopped), "{record:?}");
+    assert!(record.fly_machine_id.is_none());
+}
