@@ -99,7 +99,14 @@ impl FlyError {
     pub fn from_response(context: impl Into<String>, response: &HttpResponse) -> Self {
         let body = truncate(&String::from_utf8_lossy(&response.body));
         let json: Option<Value> = serde_json::from_str(&body).ok();
-        let field = |name: &str| json.as_ref()?.get(name)?.as_str().map(str::to_owned);
+        // An empty `message`/`error` says nothing (found by the fly_response fuzz target): skip it.
+        let field = |name: &str| {
+            json.as_ref()?
+                .get(name)?
+                .as_str()
+                .filter(|text| !text.trim().is_empty())
+                .map(str::to_owned)
+        };
         // fly-go's order: `message`, then `error`, then the raw body.
         let message = field("message")
             .or_else(|| field("error"))

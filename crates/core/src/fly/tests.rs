@@ -693,3 +693,12 @@ fn client_refuses_stopped_wait_without_sending() {
     assert_eq!(err.kind(), FlyErrorKind::InvalidRequest);
     assert!(recorder.sent.borrow().is_empty());
 }
+
+#[test]
+fn an_empty_error_field_falls_back_to_the_body_and_never_gives_an_empty_message() {
+    // Found by the fly_response fuzz target: `{"error":""}` gave an error with no message at all.
+    let error = FlyError::status("get machine", 500, r#"{"error":""}"#);
+    assert_eq!(error.message(), r#"{"error":""}"#);
+    let error = FlyError::status("get machine", 503, r#"{"message":" ","error":"busy"}"#);
+    assert_eq!(error.message(), "busy");
+}
