@@ -541,11 +541,7 @@ impl Session<'_, '_> {
                 tracing::warn!(tag = "reconcile", reason, action = "sync_status", user_id = %self.user_id(),
                     old_state = "running", new_state = "stopped", cause = "no_machine");
                 let now = self.instances.now();
-                self.commit(|r| {
-                    r.status = Some(InstanceState::Stopped);
-                    r.last_stopped_at = Some(now);
-                    r.health_check_fail_count = 0;
-                })?;
+                self.commit(|r| mark_stopped(r, now))?;
             }
             return Ok(());
         };
@@ -575,9 +571,7 @@ impl Session<'_, '_> {
         let now = self.instances.now();
         self.commit(|r| {
             r.fly_machine_id = None;
-            r.status = Some(InstanceState::Stopped);
-            r.last_stopped_at = Some(now);
-            r.health_check_fail_count = 0;
+            mark_stopped(r, now);
         })
     }
 
@@ -620,11 +614,7 @@ impl Session<'_, '_> {
                     tracing::info!(tag = "reconcile", reason, action = "mark_stopped", user_id = %self.user_id(),
                         machine_id = %machine.id, fail_count = count);
                     let now = self.instances.now();
-                    self.commit(|r| {
-                        r.status = Some(InstanceState::Stopped);
-                        r.last_stopped_at = Some(now);
-                        r.health_check_fail_count = 0;
-                    })
+                    self.commit(|r| mark_stopped(r, now))
                 } else {
                     self.commit(|r| r.health_check_fail_count = count)
                 }
@@ -827,4 +817,12 @@ fn note(outcome: &mut ReconcileOutcome, error: &LifecycleError) {
     // Only failures that may pass are worth an early retry: a permanent one (a rejected request, missing
     // configuration) would just fail again sooner and more often.
     outcome.retry_soon |= error.is_retryable();
+}
+
+/// The record follows a machine that is not running (or not there): `stopped` as of `now`, with the
+/// self-heal count reset.
+fn mark_stopped(record: &mut InstanceRecord, now: i64) {
+    record.status = Some(InstanceState::Stopped);
+    record.last_stopped_at = Some(now);
+    record.health_check_fail_count = 0;
 }
