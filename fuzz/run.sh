@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets of fuzz/ (docs/fuzzing.md).
 #
-#   bash fuzz/run.sh smoke               every target briefly (CI: .ci/run); the manifest target
-#                                        only with KILOCLAW_FUZZ_HOST=1 (it builds wasmtime with
-#                                        fuzzing instrumentation: over an hour cold on 2 cores)
+#   bash fuzz/run.sh smoke               every target briefly (CI: .ci/run)
 #   bash fuzz/run.sh long [EXECUTIONS]   every target for EXECUTIONS runs (default 10000000), one
 #                                        after the other, printing each one's executions and time
 #   bash fuzz/run.sh one TARGET ARGS...  one target with libFuzzer arguments of your own
@@ -16,12 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode="${1:-smoke}"
-targets=(jwt config record fly_response)
-with_host="${KILOCLAW_FUZZ_HOST:-0}"
-if [[ "$mode" != smoke || "$with_host" == 1 ]]; then
-  targets+=(manifest)
-  with_host=1
-fi
+targets=(jwt config record fly_response manifest)
 cargo_fuzz_version="0.13.2"
 
 export RUSTC_BOOTSTRAP=1
@@ -34,11 +27,6 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked
 fi
 
-# Only the manifest target needs the host (and with it wasmtime).
-features_of() {
-  if [[ "$1" == manifest ]]; then echo "--features=host"; fi
-}
-
 # cargo fuzz run TARGET with the seeds, the dictionary and a writable corpus; extra args go to libFuzzer.
 run_target() {
   local target="$1"
@@ -46,21 +34,16 @@ run_target() {
   mkdir -p "$work_dir/corpus/$target" "$artifacts_dir/$target"
   local dict=()
   if [[ -f "fuzz/dict/$target.dict" ]]; then dict=("-dict=fuzz/dict/$target.dict"); fi
-  # shellcheck disable=SC2046 # features_of prints zero or one word
-  cargo fuzz run --fuzz-dir fuzz --sanitizer none --target-dir "$fuzz_target_dir" \
-    $(features_of "$target") "$target" \
+  cargo fuzz run --fuzz-dir fuzz --sanitizer none --target-dir "$fuzz_target_dir" "$target" \
     "$work_dir/corpus/$target" "fuzz/corpus/$target" -- \
     "-artifact_prefix=$artifacts_dir/$target/" "${dict[@]}" -print_final_stats=1 "$@"
 }
 
 build_all() {
   local target
-  for target in jwt config record fly_response; do
+  for target in "${targets[@]}"; do
     cargo fuzz build --fuzz-dir fuzz --sanitizer none --target-dir "$fuzz_target_dir" "$target"
   done
-  if [[ "$with_host" == 1 ]]; then
-    cargo fuzz build --fuzz-dir fuzz --sanitizer none --target-dir "$fuzz_target_dir" --features=host manifest
-  fi
 }
 
 case "$mode" in

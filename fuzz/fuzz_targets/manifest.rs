@@ -1,4 +1,4 @@
-//! The host's Spin manifest loader: `kiloclaw_host::manifest::Manifest::parse(text, base_dir)`.
+//! The host's Spin manifest loader: `kiloclaw_manifest::Manifest::parse(text, base_dir)`.
 //!
 //! Properties, beyond "never panics":
 //! - parsing is deterministic;
@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use kiloclaw_host::manifest::{
+use kiloclaw_manifest::{
     DependencySource, FileMount, HttpTarget, Manifest, Route, validate_kebab_id,
 };
 use libfuzzer_sys::fuzz_target;
@@ -62,7 +62,7 @@ fn check(text: &str, manifest: &Manifest) {
     }
     for name in manifest.variables.keys() {
         assert!(
-            kiloclaw_host::variables::validate_name(name).is_ok(),
+            kiloclaw_manifest::template::validate_name(name).is_ok(),
             "accepted variable {name:?}"
         );
     }
@@ -73,7 +73,7 @@ fn check(text: &str, manifest: &Manifest) {
             "accepted component id {id:?}"
         );
         for name in component.variables.keys() {
-            assert!(kiloclaw_host::variables::validate_name(name).is_ok());
+            assert!(kiloclaw_manifest::template::validate_name(name).is_ok());
         }
         for dependency in &component.dependencies {
             if let DependencySource::Component(target) = &dependency.source {
@@ -90,7 +90,7 @@ fn check(text: &str, manifest: &Manifest) {
     for trigger in &manifest.http_triggers {
         if let Route::Path(route) = &trigger.route {
             assert!(route.starts_with('/'));
-            assert!(kiloclaw_host::routes::check_route_syntax(route).is_ok());
+            assert!(kiloclaw_manifest::routes::check_route_syntax(route).is_ok());
         }
         match &trigger.target {
             HttpTarget::Component(id) => assert!(manifest.components.contains_key(id)),
@@ -99,7 +99,7 @@ fn check(text: &str, manifest: &Manifest) {
     }
     for trigger in &manifest.cron_triggers {
         assert!(manifest.components.contains_key(&trigger.component));
-        assert!(kiloclaw_host::trigger::cron::parse_expression(&trigger.expression).is_ok());
+        assert!(kiloclaw_manifest::cron::parse_expression(&trigger.expression).is_ok());
     }
 }
 

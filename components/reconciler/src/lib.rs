@@ -62,9 +62,15 @@ impl bindings::Guest for Reconciler {
         let budget_ms = u32::try_from(TICK_BUDGET.as_millis()).unwrap_or(u32::MAX);
         match instances::reconcile_due(budget_ms) {
             Ok(summary) => {
+                // A tick that found nothing due is routine: debug, so an idle system stays quiet.
+                let idle = summary.checked == 0
+                    && summary.requeued == 0
+                    && summary.errors == 0
+                    && !summary.rate_limited;
                 println!(
                     "{}",
                     serde_json::json!({
+                        "level": if idle { "debug" } else { "info" },
                         "tag": "reconcile_tick",
                         "reason": "cron",
                         "action": "reconcile_due",

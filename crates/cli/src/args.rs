@@ -12,6 +12,24 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr: `pretty` (one readable line per event) or `json` (one object per line,
+    /// guest fields merged) [default: pretty on a terminal, json otherwise]. Filter with RUST_LOG.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        env = "KILOCLAW_LOG_FORMAT"
+    )]
+    pub log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// One readable line per event.
+    Pretty,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -27,6 +45,8 @@ pub enum Command {
     Compose(ComposeArgs),
     /// Issue a one-time access code for the access gateway (sign a browser in to a running app).
     AccessCode(AccessCodeArgs),
+    /// List the instances in the app's key-value store with their machines' state in Fly.
+    Status(StatusArgs),
 }
 
 /// Which Fly the app talks to.
@@ -63,6 +83,9 @@ pub struct UpArgs {
     /// Which Fly to talk to.
     #[arg(long, value_enum, default_value_t = FlyMode::Sim)]
     pub fly: FlyMode,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a port of their own) [default: off]
+    #[arg(long, value_name = "ADDR", env = "KILOCLAW_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Address of the in-process Fly simulator (with --fly sim).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4280")]
     pub sim_listen: SocketAddr,
@@ -242,6 +265,25 @@ pub struct FlySimArgs {
     /// Accept any non-empty API token instead of only the local one.
     #[arg(long)]
     pub any_token: bool,
+}
+
+/// `kiloclaw status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Which Fly to ask about the machines.
+    #[arg(long, value_enum, default_value_t = FlyMode::Sim)]
+    pub fly: FlyMode,
+    /// The Fly simulator's URL (with --fly sim): `kiloclaw up`'s --sim-listen.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4280")]
+    pub sim_url: String,
+    /// Spin runtime config defining the `default` store [default: SQLite in the state dir]
+    #[arg(long, value_name = "FILE", env = "RUNTIME_CONFIG_FILE")]
+    pub runtime_config_file: Option<PathBuf>,
+    /// Print JSON (an array of objects) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub location: AppLocation,
 }
 
 /// `kiloclaw compose`.

@@ -14,6 +14,37 @@ use serde::Deserialize;
 /// The target every component is built for.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
+/// Fails with the one command that fixes it when the standard library for [`WASM_TARGET`] is not
+/// installed; without this check cargo fails later with a raw "can't find crate for `core`". Asks
+/// the `rustc` cargo would use (`RUSTC`, else `rustc` on `PATH`) where that library lives.
+pub fn check_wasm_target() -> anyhow::Result<()> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", WASM_TARGET])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (is Rust installed?)",
+                PathBuf::from(&rustc).display()
+            )
+        })?;
+    let libdir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let has_core = output.status.success()
+        && std::fs::read_dir(&libdir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().starts_with("libcore-"))
+        });
+    if !has_core {
+        bail!(
+            "the Rust target {WASM_TARGET} is not installed (no standard library in {}); install it with:\n\n    rustup target add {WASM_TARGET}\n",
+            libdir.display()
+        );
+    }
+    Ok(())
+}
+
 /// The component packages, in the order they are reported.
 pub const COMPONENT_PACKAGES: [&str; 4] = [
     "kiloclaw-auth",
@@ -58,6 +89,7 @@ struct Target {
 /// Runs the build in `workspace_root`; cargo's progress and diagnostics go to this process's
 /// stderr. Returns the `.wasm` file of each component package, keyed by package name.
 pub fn build_components(workspace_root: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    check_wasm_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut args = cargo_args();
     args.push("--message-format=json-render-diagnostics".to_owned());

@@ -9,6 +9,7 @@ pub mod args;
 pub mod build;
 pub mod commands;
 pub mod manifest;
+pub mod metric_labels;
 pub mod project;
 pub mod secrets;
 pub mod token;

@@ -44,6 +44,8 @@ struct Up {
     url: String,
     key: String,
     stderr: PathBuf,
+    /// Everything printed on stdout up to and including the ready line.
+    printed: Vec<String>,
 }
 
 /// Starts `kiloclaw up` on free ports with `state` and `extra` arguments and waits (bounded) for
@@ -89,11 +91,13 @@ fn start_up(state: &std::path::Path, extra: &[&str]) -> anyhow::Result<Up> {
     });
     let deadline = std::time::Instant::now() + READY_TIMEOUT;
     let mut key = None;
+    let mut printed = Vec::new();
     let url = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = lines_rx
             .recv_timeout(left)
             .context("no ready line from kiloclaw up in time")?;
+        printed.push(line.clone());
         if let Some(value) = line
             .trim()
             .strip_prefix("KEY='")
@@ -112,6 +116,7 @@ fn start_up(state: &std::path::Path, extra: &[&str]) -> anyhow::Result<Up> {
         url,
         key,
         stderr,
+        printed,
     })
 }
 
@@ -239,8 +244,13 @@ fn stop(mut guard: Guard) -> anyhow::Result<()> {
 fn up_serves_and_the_printed_example_works() -> anyhow::Result<()> {
     let state = tempfile::tempdir()?;
     let Up {
-        guard, url, key, ..
+        guard,
+        url,
+        key,
+        printed,
+        stderr,
     } = start_up(state.path(), &[])?;
+    let simulator = printed_simulator(&printed)?;
 
     // The generated secrets are private to the user.
     let secrets = state.path().join("kiloclaw-dev-secrets.json");
@@ -287,14 +297,139 @@ fn up_serves_and_the_printed_example_works() -> anyhow::Result<()> {
         );
         Ok::<_, anyhow::Error>(())
     })?;
-    let log = std::fs::read_to_string(state.path().join("up.stderr"))?;
+    // The printed way into the simulator: user-1's machines, with the printed token.
+    runtime.block_on(async {
+        let machines: serde_json::Value = reqwest::Client::new()
+            .get(&simulator.machines_url)
+            .bearer_auth(&simulator.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let states: Vec<&str> = machines
+            .as_array()
+            .context("a machine list")?
+            .iter()
+            .filter_map(|machine| machine["state"].as_str())
+            .collect();
+        ensure!(states == ["started"], "user-1's machines: {machines}");
+        anyhow::Ok(())
+    })?;
+
+    // `kiloclaw status` reads the same store and asks the same simulator.
+    let status = kiloclaw()
+        .args([
+            "status",
+            "--json",
+            "--sim-url",
+            &simulator.url,
+            "--manifest",
+        ])
+        .arg(manifest())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env_remove("SPIN_VARIABLE_STORE_REDIS_URL")
+        .output()?;
+    ensure!(
+        status.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    ensure!(rows.as_array().map(Vec::len) == Some(1), "{rows}");
+    ensure!(rows[0]["userId"] == "user-1", "{rows}");
+    ensure!(rows[0]["status"] == "running", "{rows}");
+    ensure!(rows[0]["flyState"] == "started", "{rows}");
+    ensure!(rows[0]["app"] == simulator.user_1_app.as_str(), "{rows}");
+    let table = kiloclaw()
+        .args(["status", "--sim-url", &simulator.url, "--manifest"])
+        .arg(manifest())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env_remove("SPIN_VARIABLE_STORE_REDIS_URL")
+        .output()?;
+    let table = String::from_utf8(table.stdout)?;
+    ensure!(table.starts_with("USER    STATUS   APP"), "{table}");
+    ensure!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.contains("started")),
+        "{table}"
+    );
+
+    let log = std::fs::read_to_string(&stderr)?;
     ensure!(
         log.contains("kiloclaw: no database (--database-url): token revocation is off"),
         "up says once that revocation is off: {log}"
     );
+    // Not a terminal, so JSON: every log line one object, guest fields merged, no secret anywhere.
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("every JSON log line parses")?;
+    ensure!(
+        events.iter().any(|event| event["tag"] == "lifecycle"
+            && event["component"].is_string()
+            && event["action"].is_string()
+            && event.get("guest_fields").is_none()),
+        "a lifecycle step logged by a component, its fields merged: {log}"
+    );
+    for secret in [
+        key.as_str(),
+        token.as_str(),
+        dev_secret(state.path(), "nextauth_secret")?.as_str(),
+        dev_secret(state.path(), "gateway_token_secret")?.as_str(),
+    ] {
+        ensure!(!log.contains(secret), "a secret reached the log");
+    }
 
     // Clean shutdown on SIGTERM.
     stop(guard)
+}
+
+/// What `kiloclaw up` printed about its Fly simulator.
+struct PrintedSimulator {
+    url: String,
+    token: String,
+    machines_url: String,
+    user_1_app: String,
+}
+
+fn printed_simulator(printed: &[String]) -> anyhow::Result<PrintedSimulator> {
+    let header = printed
+        .iter()
+        .find_map(|line| line.strip_prefix("kiloclaw: Fly simulator: Machines API "))
+        .context("up names the simulator's API")?;
+    let (api, rest) = header.split_once(", token '").context("and its token")?;
+    let token = rest.split('\'').next().context("the token")?.to_owned();
+    let url = api
+        .strip_suffix("/v1")
+        .context("the API is under /v1")?
+        .to_owned();
+    let machines_url = printed
+        .iter()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("curl -s ")?;
+            let address = rest.split(' ').next()?;
+            address.ends_with("/machines").then(|| address.to_owned())
+        })
+        .context("an example listing user-1's machines")?;
+    let user_1_app = machines_url
+        .trim_end_matches("/machines")
+        .rsplit('/')
+        .next()
+        .context("the app in the machines URL")?
+        .to_owned();
+    Ok(PrintedSimulator {
+        url,
+        token,
+        machines_url,
+        user_1_app,
+    })
 }
 
 /// A database of the test's own on the PostgreSQL at 127.0.0.1:5432, with db/schema.sql and one
@@ -489,8 +624,24 @@ fn proxy_upstream_sends_user_traffic_to_any_server() -> anyhow::Result<()> {
         url,
         key,
         stderr,
-    } = start_up(state.path(), &["--proxy-upstream", &upstream])?;
+        ..
+    } = start_up(
+        state.path(),
+        &[
+            "--proxy-upstream",
+            &upstream,
+            "--log-format",
+            "pretty",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )?;
     let log = std::fs::read_to_string(&stderr)?;
+    let metrics_url = log
+        .lines()
+        .find_map(|line| line.strip_prefix("kiloclaw: metrics on "))
+        .context("up names its metrics URL")?
+        .to_owned();
     ensure!(
         log.contains(&format!(
             "kiloclaw: user traffic goes to {upstream} (from --proxy-upstream)"
@@ -517,8 +668,38 @@ fn proxy_upstream_sends_user_traffic_to_any_server() -> anyhow::Result<()> {
         let text = proxied.text().await?;
         ensure!(status == 200, "proxied request: {status} {text}");
         ensure!(text == "upstream-ok", "answered by the upstream: {text}");
+        let metrics = client.get(&metrics_url).send().await?.text().await?;
+        ensure!(
+            metrics.contains(r#"kiloclaw_http_requests_total{route="proxy",status="200"} 1"#),
+            "the proxied request is counted: {metrics}"
+        );
         Ok::<_, anyhow::Error>(())
     })?;
+    // `--log-format pretty`: readable lines, a component's fields unescaped in them, no JSON.
+    let log = std::fs::read_to_string(&stderr)?;
+    let lifecycle = log
+        .lines()
+        .find(|line| line.contains(" lifecycle ") && line.contains("action="))
+        .with_context(|| format!("a pretty lifecycle line: {log}"))?;
+    ensure!(
+        lifecycle
+            .split(' ')
+            .nth(1)
+            .is_some_and(|level| level == "INFO"),
+        "time, then level: {lifecycle}"
+    );
+    ensure!(
+        !lifecycle.contains('{') && !lifecycle.contains("\\\""),
+        "{lifecycle}"
+    );
+    ensure!(
+        !log.lines().any(|line| line.starts_with('{')),
+        "no JSON lines: {log}"
+    );
+    ensure!(
+        !log.contains(&key) && !log.contains(&token),
+        "no secret in the log"
+    );
     let head = heads.recv_timeout(Duration::from_secs(10))?;
     ensure!(
         head.starts_with("GET /bench/1k?x=1 HTTP/1.1\r\n"),
@@ -533,6 +714,55 @@ fn proxy_upstream_sends_user_traffic_to_any_server() -> anyhow::Result<()> {
         "the user's JWT is not forwarded: {head}"
     );
     stop(guard)
+}
+
+/// A toolchain without the wasm target's standard library (a real `rustc` over an empty sysroot,
+/// as after installing Rust without `rustup target add`): `up` stops before building and says the
+/// one command that fixes it, instead of cargo's "can't find crate for `core`".
+#[test]
+fn up_without_the_wasm_target_names_the_command_that_installs_it() -> anyhow::Result<()> {
+    let state = tempfile::tempdir()?;
+    let sysroot = state.path().join("empty-sysroot");
+    std::fs::create_dir_all(&sysroot)?;
+    let rustc = state.path().join("rustc-without-wasm");
+    std::fs::write(
+        &rustc,
+        format!(
+            "#!/bin/sh\nexec rustc --sysroot '{}' \"$@\"\n",
+            sysroot.display()
+        ),
+    )?;
+    std::fs::set_permissions(&rustc, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let output = kiloclaw()
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--sim-listen",
+            "127.0.0.1:0",
+            "--manifest",
+        ])
+        .arg(manifest())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("RUSTC", &rustc)
+        .stdin(Stdio::null())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!output.status.success(), "up must fail: {stderr}");
+    ensure!(
+        stderr.contains("the Rust target wasm32-wasip2 is not installed"),
+        "{stderr}"
+    );
+    ensure!(
+        stderr.contains("rustup target add wasm32-wasip2"),
+        "{stderr}"
+    );
+    ensure!(
+        !stderr.contains("can't find crate"),
+        "cargo never ran: {stderr}"
+    );
+    Ok(())
 }
 
 #[test]

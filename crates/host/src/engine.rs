@@ -55,18 +55,30 @@ pub(crate) fn build(config: &HostConfig) -> Result<wasmtime::Engine, LoadError> 
     wasmtime::Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))
 }
 
+/// Per-component ceilings: a component needing more is refused at load (wasmtime checks them in
+/// `Component::new`). Our composed components use a fraction (docs/reliability.md).
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 16;
+const MAX_TABLES_PER_COMPONENT: u32 = 64;
+
 /// The pool for `n` concurrent component instances, its slots reset as `reuse` says.
+///
+/// Every total is `n` times the per-component ceiling, so `n` live instances of any component the
+/// engine accepts always fit: with admission capped at `n` instances ([`crate::admission`]),
+/// instantiation never fails for want of pool space. The old totals (8 core instances, 4 memories
+/// per instance) ran out at about 200 concurrent requests of a composed component (a 500 with an
+/// empty body). Core instances are only counted (their state is allocated on demand); memories
+/// and tables reserve address space, not RAM.
 fn pool_config(n: u32, reuse: SlotReuse) -> wasmtime::PoolingAllocationConfig {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     pool.total_component_instances(n)
-        // A composed app is several core instances and memories per component instance.
-        .total_core_instances(n.saturating_mul(8))
-        .total_memories(n.saturating_mul(4))
-        .total_tables(n.saturating_mul(8))
+        .total_core_instances(n.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(n.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
+        .total_tables(n.saturating_mul(MAX_TABLES_PER_COMPONENT))
         .total_stacks(n)
-        .max_memories_per_component(32)
-        .max_tables_per_component(64)
-        .max_core_instances_per_component(64)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
         .max_component_instance_size(10 * 1024 * 1024)
         .linear_memory_keep_resident(env_or("KILOCLAW_POOL_KEEP_RESIDENT", reuse.memory))
         .table_keep_resident(env_or("KILOCLAW_POOL_TABLE_KEEP_RESIDENT", reuse.table))

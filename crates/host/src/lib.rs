@@ -121,19 +121,22 @@
 pub mod compose;
 pub mod headers;
 pub mod kv;
-pub mod manifest;
+pub mod logging;
+pub mod metrics;
 pub mod outbound;
-pub mod routes;
 pub mod runtime_config;
 pub mod trigger;
 pub mod variables;
 pub mod wasi;
 
+mod admission;
 mod bindings;
 mod crash;
 mod engine;
 mod state;
 
+pub use kiloclaw_manifest as manifest;
+pub use kiloclaw_manifest::routes;
 pub use trigger::cron::CronError;
 
 use manifest::{DependencySource, HttpTarget, Manifest, Route};
@@ -152,8 +155,12 @@ pub struct Limits {
     pub max_request_body_bytes: u64,
     /// Buffer for the request line and headers (hyper rounds up to at least 8 KiB). Default 64 KiB.
     pub max_request_header_bytes: usize,
-    /// Instances alive at once (pooling allocator slots). Default 256.
+    /// Instances alive at once (pooling allocator slots): requests and cron ticks beyond it wait
+    /// for a slot (see [`Limits::admission_wait`]). Default 256.
     pub max_instances: u32,
+    /// How long a request or cron tick waits for a free instance slot before it is refused (HTTP:
+    /// 503 with a JSON body and `Retry-After: 1`). Default 5 s.
+    pub admission_wait: std::time::Duration,
     /// How long a client may take to send a request's line and headers before the connection is
     /// closed. Default 10 s.
     pub header_read_timeout: std::time::Duration,
@@ -168,6 +175,7 @@ impl Default for Limits {
             max_request_body_bytes: 16 * 1024 * 1024,
             max_request_header_bytes: 64 * 1024,
             max_instances: 256,
+            admission_wait: std::time::Duration::from_secs(5),
             header_read_timeout: std::time::Duration::from_secs(10),
             body_idle_timeout: std::time::Duration::from_secs(30),
         }
@@ -199,6 +207,8 @@ pub struct HostConfig {
     pub limits: Limits,
     /// Outbound PostgreSQL connect and query time limits.
     pub postgres_timeouts: outbound::postgres::PgTimeouts,
+    /// What the metrics call routes and outbound calls. Default: components and hosts only.
+    pub metric_labels: Arc<dyn metrics::MetricLabels>,
 }
 
 impl HostConfig {
@@ -223,6 +233,7 @@ impl HostConfig {
             compile_cache_dir: cache,
             limits: Limits::default(),
             postgres_timeouts: outbound::postgres::PgTimeouts::default(),
+            metric_labels: Arc::new(metrics::ComponentLabels),
         }
     }
 }
@@ -275,8 +286,18 @@ pub(crate) struct AppInner {
     pub(crate) cron_components: BTreeMap<String, CronComponent>,
     pub(crate) outbound: outbound::OutboundClient,
     pub(crate) limits: Limits,
+    pub(crate) slots: admission::InstanceSlots,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    engine: wasmtime::Engine,
     cron_enabled: bool,
     listen: SocketAddr,
+}
+
+impl AppInner {
+    pub(crate) fn metrics_text(&self) -> String {
+        self.metrics
+            .render(self.slots.in_use(), self.slots.capacity(), &self.engine)
+    }
 }
 
 /// A loaded, ready-to-serve app. Cheap to clone.
@@ -404,6 +425,7 @@ impl App {
             })?;
 
         let engine = engine::build(config)?;
+        let metrics = Arc::new(metrics::Metrics::new(config.metric_labels.clone()));
         let linker = state::linker(&engine).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let mut triggered: BTreeMap<String, (bool, bool)> = BTreeMap::new();
@@ -427,6 +449,7 @@ impl App {
                 &app_variables,
                 &stores,
                 &files_root,
+                &metrics,
             )?);
             let bytes = component_bytes(&manifest, id)?;
             let compiled = wasmtime::component::Component::new(&engine, &bytes)
@@ -510,6 +533,12 @@ impl App {
                 outbound: outbound::OutboundClient::new()
                     .with_postgres_timeouts(config.postgres_timeouts),
                 limits: config.limits.clone(),
+                slots: admission::InstanceSlots::new(
+                    config.limits.max_instances,
+                    config.limits.admission_wait,
+                ),
+                metrics,
+                engine,
                 cron_enabled: config.cron,
                 listen: config.listen,
             }),
@@ -522,6 +551,7 @@ impl App {
         app_variables: &variables::ResolvedVariables,
         stores: &kv::StoreManager,
         files_root: &Path,
+        metrics: &Arc<metrics::Metrics>,
     ) -> Result<ComponentRuntime, LoadError> {
         let id = &component.id;
         let component_variables =
@@ -530,7 +560,7 @@ impl App {
         let mut hosts = Vec::new();
         for entry in &component.allowed_outbound_hosts {
             let rendered = variables::Template::parse(entry)
-                .and_then(|t| t.render(app_variables))
+                .and_then(|t| t.try_render(|name| app_variables.get(name)))
                 .map_err(|e| component_error(id, e))?;
             hosts.push(rendered);
         }
@@ -552,6 +582,7 @@ impl App {
             variables: component_variables,
             allowed_hosts: Arc::new(allowed_hosts),
             wasi,
+            metrics: metrics.clone(),
         })
     }
 
@@ -600,6 +631,28 @@ impl App {
             stop,
             tasks,
         }
+    }
+
+    /// Serves the Prometheus metrics (`GET /metrics`) on `listener`, a port of their own, until
+    /// the handle shuts down. Must be called inside a tokio runtime.
+    pub fn serve_metrics(&self, listener: tokio::net::TcpListener) -> ServerHandle {
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(metrics::serve(self.inner.clone(), listener, stopped));
+        tracing::info!(tag = "metrics", action = "listen", address = %local_addr);
+        ServerHandle {
+            local_addr,
+            stop,
+            tasks,
+        }
+    }
+
+    /// The metrics in Prometheus' text format, as `GET /metrics` serves them.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics_text()
     }
 
     /// Runs one cron tick of `component_id` now, in a fresh instance (for tests and tools).

@@ -23,6 +23,8 @@ pub struct ComponentRuntime {
     pub allowed_hosts: Arc<AllowedHosts>,
     /// WASI environment and preopens.
     pub wasi: crate::wasi::WasiSetup,
+    /// The app's metrics (key-value, outbound and guest-event counters).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The `T` of every `Store<T>`: one per request or cron tick.
@@ -38,13 +40,14 @@ impl InstanceState {
     /// Fresh state for one instance of `component`.
     pub fn new(component: Arc<ComponentRuntime>, client: crate::outbound::OutboundClient) -> Self {
         Self {
-            wasi: component.wasi.build_ctx(&component.id),
+            wasi: component.wasi.build_ctx(&component.id, &component.metrics),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             outbound: OutboundPolicy {
                 component_id: component.id.clone(),
                 allowed: component.allowed_hosts.clone(),
                 client,
+                metrics: component.metrics.clone(),
             },
             component,
         }

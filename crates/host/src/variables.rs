@@ -13,98 +13,8 @@
 
 use crate::manifest::Manifest;
 use crate::runtime_config::VariablesProvider;
+pub use kiloclaw_manifest::template::{Template, validate_name};
 use std::collections::BTreeMap;
-
-/// Spin's `Key::validate`: `[a-z0-9_]`, starts with a lowercase letter, ends with a letter or
-/// digit, no `__`.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    let chars_ok = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    let starts_ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-    let ends_ok = name
-        .chars()
-        .last()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !chars_ok || !starts_ok || !ends_ok || name.contains("__") {
-        return Err(format!(
-            "`{name}` is not a valid variable name (lower_snake: [a-z0-9_], starts with a letter, no `__`, no trailing `_`)"
-        ));
-    }
-    Ok(())
-}
-
-/// A string with `{{ variable }}` holes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Literal(String),
-    Variable(String),
-}
-
-impl Template {
-    /// Parses a template; `{{` must be closed by `}}` around a valid variable name.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                parts.push(Part::Literal(rest[..start].to_string()));
-            }
-            let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .ok_or_else(|| format!("unclosed `{{{{` in `{text}`"))?;
-            let name = after[..end].trim();
-            validate_name(name)?;
-            parts.push(Part::Variable(name.to_string()));
-            rest = &after[end + 2..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Literal(rest.to_string()));
-        }
-        Ok(Self { parts })
-    }
-
-    /// The variable names the template refers to.
-    pub fn references(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Variable(v) => Some(v.as_str()),
-            Part::Literal(_) => None,
-        })
-    }
-
-    /// Renders with `value(name)` for each variable.
-    pub fn render_with(&self, value: impl Fn(&str) -> String) -> String {
-        self.parts
-            .iter()
-            .map(|p| match p {
-                Part::Literal(l) => l.clone(),
-                Part::Variable(v) => value(v),
-            })
-            .collect()
-    }
-
-    /// Renders with resolved application variables.
-    pub fn render(&self, values: &ResolvedVariables) -> Result<String, String> {
-        let mut out = String::new();
-        for p in &self.parts {
-            match p {
-                Part::Literal(l) => out.push_str(l),
-                Part::Variable(v) => out.push_str(
-                    values
-                        .get(v)
-                        .ok_or_else(|| format!("no value for variable `{v}`"))?,
-                ),
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// Application variable values after resolution. Values are deliberately not `Debug`.
 #[derive(Clone, Default)]
@@ -202,7 +112,7 @@ impl ComponentVariables {
     ) -> Result<Self, String> {
         let mut values = BTreeMap::new();
         for (name, t) in templates {
-            values.insert(name.clone(), t.render(app)?);
+            values.insert(name.clone(), t.try_render(|name| app.get(name))?);
         }
         Ok(Self { values })
     }
@@ -235,22 +145,6 @@ mod tests {
             Path::new("/app"),
         )
         .expect("valid manifest")
-    }
-
-    #[test]
-    fn names() {
-        assert!(validate_name("fly_api_token").is_ok());
-        for bad in ["Fly", "_a", "a_", "a__b", "a-b", "1a", ""] {
-            assert!(validate_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn templates_render_and_list_references() {
-        let t = Template::parse("https://{{ app }}.fly.dev:{{port}}").expect("parse");
-        assert_eq!(t.references().collect::<Vec<_>>(), vec!["app", "port"]);
-        assert!(Template::parse("{{ open").is_err());
-        assert!(Template::parse("{{ Bad }}").is_err());
     }
 
     #[test]

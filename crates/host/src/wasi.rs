@@ -6,6 +6,7 @@
 //! the state dir, mounted at `/`; `{ source = dir, destination }` mounts the directory itself.
 
 use crate::manifest::{Component, FileMount};
+use crate::metrics::Metrics;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,12 +80,20 @@ impl WasiSetup {
     }
 
     /// A fresh WASI context for one instance.
-    pub fn build_ctx(&self, component_id: &Arc<str>) -> WasiCtx {
+    pub fn build_ctx(&self, component_id: &Arc<str>, metrics: &Arc<Metrics>) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();
         builder
             .envs(&self.env[..])
-            .stdout(GuestLog::new(component_id.clone(), "stdout"))
-            .stderr(GuestLog::new(component_id.clone(), "stderr"));
+            .stdout(GuestLog::new(
+                component_id.clone(),
+                "stdout",
+                metrics.clone(),
+            ))
+            .stderr(GuestLog::new(
+                component_id.clone(),
+                "stderr",
+                metrics.clone(),
+            ));
         for (host, guest) in &self.preopens {
             if let Err(e) = builder.preopened_dir(host, guest, FsPerms::ReadOnly) {
                 tracing::error!(tag = "wasi", component = %component_id, error = %e, "cannot mount files");
@@ -103,16 +112,21 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot stage {}: {e}", from.display()))
 }
 
-/// Guest stdout/stderr as host log lines.
+/// Guest stdout/stderr as host log lines (and structured lines as metrics).
 #[derive(Clone)]
 struct GuestLog {
     component: Arc<str>,
     stream: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 impl GuestLog {
-    fn new(component: Arc<str>, stream: &'static str) -> Self {
-        Self { component, stream }
+    fn new(component: Arc<str>, stream: &'static str, metrics: Arc<Metrics>) -> Self {
+        Self {
+            component,
+            stream,
+            metrics,
+        }
     }
 }
 
@@ -137,15 +151,75 @@ struct LineWriter {
 }
 
 impl LineWriter {
+    /// One host event per guest line. A JSON object line is passed whole as
+    /// [`crate::logging::GUEST_FIELDS`] (merged into the event by the log format) at the level its
+    /// `level` field names; any other line is the event's message. Without a `level`, stdout is
+    /// `info` and stderr `warn`.
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        tracing::info!(
-            tag = "guest",
-            component = %self.log.component,
-            stream = self.log.stream,
-            "{}",
-            text.trim_end_matches('\r')
-        );
+        let text = text.trim_end_matches('\r');
+        let component = &*self.log.component;
+        let stream = self.log.stream;
+        let default_level = if stream == "stderr" {
+            tracing::Level::WARN
+        } else {
+            tracing::Level::INFO
+        };
+        let Some(fields) = guest_json_object(text) else {
+            macro_rules! plain {
+                ($level:expr) => {
+                    tracing::event!($level, tag = "guest", component, stream, "{text}")
+                };
+            }
+            match default_level {
+                tracing::Level::WARN => plain!(tracing::Level::WARN),
+                _ => plain!(tracing::Level::INFO),
+            }
+            return;
+        };
+        macro_rules! structured {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    tag = "guest",
+                    component,
+                    stream,
+                    guest_fields = text
+                )
+            };
+        }
+        self.log.metrics.observe_guest_event(component, &fields);
+        match level_of(&fields).unwrap_or(default_level) {
+            tracing::Level::ERROR => structured!(tracing::Level::ERROR),
+            tracing::Level::WARN => structured!(tracing::Level::WARN),
+            tracing::Level::INFO => structured!(tracing::Level::INFO),
+            tracing::Level::DEBUG => structured!(tracing::Level::DEBUG),
+            tracing::Level::TRACE => structured!(tracing::Level::TRACE),
+        }
+    }
+}
+
+/// The line's fields when it is one JSON object.
+fn guest_json_object(text: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(fields)) => Some(fields),
+        _ => None,
+    }
+}
+
+/// The level a guest's `level` field names, if it names one.
+fn level_of(fields: &serde_json::Map<String, serde_json::Value>) -> Option<tracing::Level> {
+    let level = fields.get("level")?.as_str()?;
+    match level.to_ascii_lowercase().as_str() {
+        "error" => Some(tracing::Level::ERROR),
+        "warn" | "warning" => Some(tracing::Level::WARN),
+        "info" => Some(tracing::Level::INFO),
+        "debug" => Some(tracing::Level::DEBUG),
+        "trace" => Some(tracing::Level::TRACE),
+        _ => None,
     }
 }
 
@@ -187,5 +261,30 @@ impl Drop for LineWriter {
             let line = std::mem::take(&mut self.pending);
             self.emit(&line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{guest_json_object, level_of};
+    use tracing::Level;
+
+    fn level(line: &str) -> Option<Option<Level>> {
+        guest_json_object(line).map(|fields| level_of(&fields))
+    }
+
+    #[test]
+    fn a_guest_line_names_its_level_only_as_a_json_object() {
+        assert_eq!(level("plain text"), None);
+        assert_eq!(level("{not json"), None);
+        assert_eq!(level(r#"["an array"]"#), None);
+        assert_eq!(level(r#"{"tag":"x"}"#), Some(None));
+        assert_eq!(
+            level(r#"{"level":"DEBUG","tag":"x"}"#),
+            Some(Some(Level::DEBUG))
+        );
+        assert_eq!(level(r#"{"level":"warning"}"#), Some(Some(Level::WARN)));
+        assert_eq!(level(r#"{"level":"loud"}"#), Some(None));
+        assert_eq!(level(r#"{"level":3}"#), Some(None));
     }
 }

@@ -12,6 +12,7 @@ mod compose;
 mod errors;
 mod isolation;
 mod lifecycle;
+mod metrics;
 mod on_spin;
 mod reconcile;
 mod recovery;

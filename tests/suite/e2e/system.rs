@@ -152,6 +152,8 @@ impl Echo {
 enum Runtime {
     Host {
         server: Option<ServerHandle>,
+        /// `GET /metrics` on a port of its own, as `kiloclaw up --metrics-listen` serves it.
+        metrics: Option<ServerHandle>,
         app: App,
     },
     /// One or more `spin up` processes sharing a store (stopped when dropped).
@@ -182,8 +184,12 @@ impl Drop for System {
     fn drop(&mut self) {
         // Dropping the handle aborts the server tasks (Spin processes stop in their own Drop);
         // the simulator stops with its own guard.
-        if let Runtime::Host { server, .. } = &mut self.runtime {
+        if let Runtime::Host {
+            server, metrics, ..
+        } = &mut self.runtime
+        {
             server.take();
+            metrics.take();
         }
     }
 }
@@ -247,17 +253,20 @@ impl System {
         ];
         config.variables.extend(sim.app_variables());
         config.variables.extend(extra_variables.iter().cloned());
+        config.metric_labels = std::sync::Arc::new(kiloclaw_cli::metric_labels::KiloClawLabels);
         let app = App::load(&config)
             .await
             .context("loading the app in the host")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let server = app.serve(listener);
         let base_url = format!("http://{}", server.local_addr());
+        let metrics = app.serve_metrics(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
         Ok(Self {
             client: http_client()?,
             base_urls: vec![base_url],
             runtime: Runtime::Host {
                 server: Some(server),
+                metrics: Some(metrics),
                 app,
             },
             sim,
@@ -578,6 +587,34 @@ impl System {
 
     /// Runs the reconciler's cron handler once, as the cron trigger would (our host only: on
     /// Spin the cron plugin ticks on its own schedule).
+    /// Scrapes the host's metrics listener (`GET /metrics`), as Prometheus would.
+    pub async fn scrape_metrics(&self) -> anyhow::Result<String> {
+        let Runtime::Host {
+            metrics: Some(metrics),
+            ..
+        } = &self.runtime
+        else {
+            bail!("only our host serves metrics")
+        };
+        let response = self
+            .client
+            .get(format!("http://{}/metrics", metrics.local_addr()))
+            .send()
+            .await?;
+        ensure!(response.status() == 200, "metrics: {}", response.status());
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        ensure!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        Ok(response.text().await?)
+    }
+
     pub async fn cron_tick(&self) -> anyhow::Result<()> {
         match &self.runtime {
             Runtime::Host { app, .. } => app

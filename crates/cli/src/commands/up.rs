@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use kiloclaw_host::{App, HostConfig};
 
 use crate::args::{DatabaseUrl, FlyMode, ProxyUpstream, UpArgs, outbound_host_of};
-use crate::commands::fly_sim;
+use crate::commands::fly_sim::{self, SIM_API_TOKEN};
 use crate::secrets::{
     self, DevSecrets, GATEWAY_TOKEN_SECRET, INTERNAL_API_SECRET, NEXTAUTH_SECRET,
 };
@@ -251,6 +251,7 @@ async fn serve(
     config.runtime_config_file = args.runtime_config_file.clone();
     config.listen = args.listen;
     config.variables = variables;
+    config.metric_labels = std::sync::Arc::new(crate::metric_labels::KiloClawLabels);
     let app = App::load(&config)
         .await
         .with_context(|| format!("loading {}", manifest.display()))?;
@@ -259,6 +260,20 @@ async fn serve(
         .with_context(|| format!("listening on {}", args.listen))?;
     let server = app.serve(listener);
     let url = format!("http://{}", server.local_addr());
+    let metrics = match args.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening for metrics on {address}"))?;
+            let metrics = app.serve_metrics(listener);
+            eprintln!(
+                "kiloclaw: metrics on http://{}/metrics",
+                metrics.local_addr()
+            );
+            Some(metrics)
+        }
+        None => None,
+    };
 
     if let Some(path) = &secrets.generated_in {
         println!(
@@ -274,11 +289,26 @@ async fn serve(
             args.location.state_dir.as_deref()
         )
     );
+    if let Some(sim) = &simulator {
+        let development = secrets::from_env("worker_env").as_deref() == Some("development");
+        let user_1_app = kiloclaw_core::ids::app_name_from_user_id("user-1", development);
+        println!(
+            "{}",
+            simulator_example(
+                &sim.base_url(),
+                &user_1_app,
+                args.location.state_dir.as_deref()
+            )
+        );
+    }
     println!("kiloclaw: ready on {url}");
 
     wait_for_shutdown_signal().await?;
     eprintln!("kiloclaw: shutting down");
     server.shutdown().await;
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
+    }
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
@@ -328,9 +358,7 @@ pub fn database_overrides(database: Option<&DatabaseUrl>) -> DatabaseSetup {
 /// The ready-to-paste walk-through printed at start-up.
 /// `state_dir` is named in the token command only when it is not the default one.
 pub fn example(url: &str, internal_key: &str, state_dir: Option<&Path>) -> String {
-    let state_arg = state_dir
-        .map(|dir| format!(" --state-dir '{}'", dir.display()))
-        .unwrap_or_default();
+    let state_arg = state_arg(state_dir);
     format!(
         "kiloclaw: try it (in another shell):\n\
          \x20 KEY='{internal_key}'\n\
@@ -342,6 +370,24 @@ pub fn example(url: &str, internal_key: &str, state_dir: Option<&Path>) -> Strin
          \x20 # in a browser: get a one-time code, open {url}/kilo-access-gateway?userId=user-1, enter it\n\
          \x20 cargo run -q -p kiloclaw-cli -- access-code --user user-1 --url {url}{state_arg}"
     )
+}
+
+/// How to look into the Fly simulator: its Machines API with the token it accepts, user-1's
+/// machines there, the admin view of everything, and `kiloclaw status`.
+pub fn simulator_example(sim_url: &str, user_1_app: &str, state_dir: Option<&Path>) -> String {
+    let state_arg = state_arg(state_dir);
+    format!(
+        "kiloclaw: Fly simulator: Machines API {sim_url}/v1, token '{SIM_API_TOKEN}' (admin API {sim_url}/_sim, no token)\n\
+         \x20 curl -s {sim_url}/v1/apps/{user_1_app}/machines -H 'authorization: Bearer {SIM_API_TOKEN}'   # user-1's machines\n\
+         \x20 curl -s {sim_url}/_sim/state   # every app, machine and volume, and the injected faults\n\
+         \x20 cargo run -q -p kiloclaw-cli -- status --sim-url {sim_url}{state_arg}   # the store's instances with their Fly state"
+    )
+}
+
+fn state_arg(state_dir: Option<&Path>) -> String {
+    state_dir
+        .map(|dir| format!(" --state-dir '{}'", dir.display()))
+        .unwrap_or_default()
 }
 
 async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
@@ -440,5 +486,19 @@ mod tests {
         assert!(text.contains("http://127.0.0.1:3000/api/platform/provision"));
         assert!(text.contains("http://127.0.0.1:3000/api/platform/start"));
         assert!(text.contains(r#"-d '{"userId":"user-1"}'"#));
+    }
+
+    #[test]
+    fn the_simulator_example_names_its_url_token_and_user_1s_app() {
+        let text = simulator_example(
+            "http://127.0.0.1:4280",
+            "acct-abc",
+            Some(Path::new("/tmp/s")),
+        );
+        assert!(text.contains("Machines API http://127.0.0.1:4280/v1, token 'flysim-local-token'"));
+        assert!(text.contains(
+            "curl -s http://127.0.0.1:4280/v1/apps/acct-abc/machines -H 'authorization: Bearer flysim-local-token'"
+        ));
+        assert!(text.contains("status --sim-url http://127.0.0.1:4280 --state-dir '/tmp/s'"));
     }
 }

@@ -76,6 +76,46 @@ pub enum PlatformRoute {
     AccessCode,
 }
 
+impl Route {
+    /// A short stable name for metrics and logs: a small, fixed set (never a path or an id).
+    pub fn family(&self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::AccessGatewayForm | Self::AccessGatewayRedeem => "access_gateway",
+            Self::DebugGone => "debug",
+            Self::User(UserRoute::Config) => "user_config",
+            Self::User(UserRoute::Status) => "user_status",
+            Self::User(UserRoute::StorageGone) => "user_storage",
+            Self::User(UserRoute::GatewayRestart) => "user_gateway_restart",
+            Self::Platform(route) => route.family(),
+            Self::PlatformNotFound | Self::PlatformMethodNotAllowed { .. } => "platform_other",
+            Self::Proxy => "proxy",
+        }
+    }
+}
+
+impl PlatformRoute {
+    /// `platform_<route>`, for [`Route::family`].
+    pub fn family(self) -> &'static str {
+        match self {
+            Self::Provision => "platform_provision",
+            Self::KilocodeConfig => "platform_kilocode_config",
+            Self::Channels => "platform_channels",
+            Self::Start => "platform_start",
+            Self::Stop => "platform_stop",
+            Self::Destroy => "platform_destroy",
+            Self::Status => "platform_status",
+            Self::GatewayToken => "platform_gateway_token",
+            Self::VolumeSnapshots => "platform_volume_snapshots",
+            Self::Pairing => "platform_pairing",
+            Self::PairingApprove => "platform_pairing_approve",
+            Self::Doctor => "platform_doctor",
+            Self::Reconcile => "platform_reconcile",
+            Self::AccessCode => "platform_access_code",
+        }
+    }
+}
+
 /// The platform routes with the one method each accepts.
 const PLATFORM_ROUTES: &[(&str, &str, PlatformRoute)] = &[
     ("provision", "POST", PlatformRoute::Provision),
@@ -178,6 +218,30 @@ pub fn required_settings(scope: Scope) -> &'static [&'static str] {
             "fly_api_token",
         ],
         Scope::User => &["nextauth_secret", "gateway_token_secret", "fly_api_token"],
+    }
+}
+
+#[cfg(test)]
+mod family_tests {
+    use super::*;
+
+    #[test]
+    fn every_platform_route_has_its_own_family() {
+        let families: std::collections::BTreeSet<&str> = PLATFORM_ROUTES
+            .iter()
+            .map(|(_, _, route)| Route::Platform(*route).family())
+            .collect();
+        assert_eq!(families.len(), PLATFORM_ROUTES.len());
+        assert_eq!(
+            classify("POST", "/api/platform/provision").family(),
+            "platform_provision"
+        );
+        assert_eq!(classify("GET", "/health").family(), "health");
+        assert_eq!(classify("GET", "/some/user/path").family(), "proxy");
+        assert_eq!(
+            classify("GET", "/api/platform/nope").family(),
+            "platform_other"
+        );
     }
 }
 

@@ -12,6 +12,7 @@
 mod api;
 mod client;
 mod error;
+mod operation;
 mod request;
 pub mod response;
 mod transport;
@@ -20,6 +21,7 @@ mod types;
 pub use api::FlyApi;
 pub use client::{FlyClient, FlyClientConfig};
 pub use error::{FlyError, FlyErrorKind};
+pub use operation::operation_of;
 pub use request::{DEFAULT_BASE_URL, FlyRequests, MAX_WAIT_TIMEOUT_S, MIN_WAIT_TIMEOUT_S};
 pub use transport::{
     HttpMethod, HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind,

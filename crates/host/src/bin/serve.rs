@@ -10,14 +10,7 @@ use kiloclaw_host::{App, HostConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    kiloclaw_host::logging::init(kiloclaw_host::logging::LogFormat::Json, "info");
     let mut args = std::env::args().skip(1);
     let manifest = args
         .next()

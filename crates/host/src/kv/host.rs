@@ -7,6 +7,7 @@
 use super::{Snapshot, Store, SwapError};
 use crate::bindings::spin::fermyon::spin::key_value as spin_kv;
 use crate::bindings::spin::wasi::keyvalue::{atomics, batch, store as wasi_kv};
+use crate::metrics::KvOutcome;
 use crate::state::InstanceState;
 use wasmtime::component::Resource;
 
@@ -15,6 +16,24 @@ use wasmtime::component::Resource;
 pub struct BucketResource {
     label: String,
     store: Store,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+impl BucketResource {
+    /// Counts one operation's outcome and passes its result on.
+    fn observed<T>(
+        &self,
+        operation: &str,
+        result: Result<T, super::KvError>,
+    ) -> Result<T, super::KvError> {
+        let outcome = if result.is_ok() {
+            KvOutcome::Ok
+        } else {
+            KvOutcome::Error
+        };
+        self.metrics.observe_kv(&self.label, operation, outcome);
+        result
+    }
 }
 
 /// A CAS handle: the key and what `new` observed.
@@ -48,6 +67,7 @@ impl InstanceState {
             .map(|store| BucketResource {
                 label: label.to_string(),
                 store: store.clone(),
+                metrics: self.component.metrics.clone(),
             })
     }
 
@@ -75,7 +95,7 @@ impl spin_kv::HostStore for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, spin_kv::Error>> {
         let b = self.bucket(&r)?;
-        Ok(b.store.get(&key).await.map_err(spin_err))
+        Ok(b.observed("get", b.store.get(&key).await).map_err(spin_err))
     }
 
     async fn set(
@@ -85,7 +105,9 @@ impl spin_kv::HostStore for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let b = self.bucket(&r)?;
-        let result = b.store.set(&key, &value).await.map_err(spin_err);
+        let result = b
+            .observed("set", b.store.set(&key, &value).await)
+            .map_err(spin_err);
         wrote(&b, "set", &key, result.is_ok());
         Ok(result)
     }
@@ -96,7 +118,9 @@ impl spin_kv::HostStore for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let b = self.bucket(&r)?;
-        let result = b.store.delete(&key).await.map_err(spin_err);
+        let result = b
+            .observed("delete", b.store.delete(&key).await)
+            .map_err(spin_err);
         wrote(&b, "delete", &key, result.is_ok());
         Ok(result)
     }
@@ -107,7 +131,8 @@ impl spin_kv::HostStore for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<bool, spin_kv::Error>> {
         let b = self.bucket(&r)?;
-        Ok(b.store.exists(&key).await.map_err(spin_err))
+        Ok(b.observed("exists", b.store.exists(&key).await)
+            .map_err(spin_err))
     }
 
     async fn get_keys(
@@ -115,7 +140,7 @@ impl spin_kv::HostStore for InstanceState {
         r: Resource<BucketResource>,
     ) -> wasmtime::Result<Result<Vec<String>, spin_kv::Error>> {
         let b = self.bucket(&r)?;
-        Ok(b.store.keys().await.map_err(spin_err))
+        Ok(b.observed("keys", b.store.keys().await).map_err(spin_err))
     }
 
     async fn drop(&mut self, r: Resource<BucketResource>) -> wasmtime::Result<()> {
@@ -143,7 +168,7 @@ impl wasi_kv::HostBucket for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_kv::Error>> {
         let b = self.bucket(&r)?;
-        Ok(b.store.get(&key).await.map_err(wasi_err))
+        Ok(b.observed("get", b.store.get(&key).await).map_err(wasi_err))
     }
 
     async fn set(
@@ -153,7 +178,9 @@ impl wasi_kv::HostBucket for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&r)?;
-        let result = b.store.set(&key, &value).await.map_err(wasi_err);
+        let result = b
+            .observed("set", b.store.set(&key, &value).await)
+            .map_err(wasi_err);
         wrote(&b, "set", &key, result.is_ok());
         Ok(result)
     }
@@ -164,7 +191,9 @@ impl wasi_kv::HostBucket for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&r)?;
-        let result = b.store.delete(&key).await.map_err(wasi_err);
+        let result = b
+            .observed("delete", b.store.delete(&key).await)
+            .map_err(wasi_err);
         wrote(&b, "delete", &key, result.is_ok());
         Ok(result)
     }
@@ -175,7 +204,8 @@ impl wasi_kv::HostBucket for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<bool, wasi_kv::Error>> {
         let b = self.bucket(&r)?;
-        Ok(b.store.exists(&key).await.map_err(wasi_err))
+        Ok(b.observed("exists", b.store.exists(&key).await)
+            .map_err(wasi_err))
     }
 
     async fn list_keys(
@@ -210,7 +240,9 @@ impl atomics::Host for InstanceState {
         delta: i64,
     ) -> wasmtime::Result<Result<i64, wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        let result = b.store.increment(&key, delta).await.map_err(wasi_err);
+        let result = b
+            .observed("increment", b.store.increment(&key, delta).await)
+            .map_err(wasi_err);
         wrote(&b, "increment", &key, result.is_ok());
         Ok(result)
     }
@@ -221,7 +253,16 @@ impl atomics::Host for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let cas = self.table.delete(cas)?;
-        match cas.bucket.store.swap(&cas.key, &cas.snapshot, &value).await {
+        let swapped = cas.bucket.store.swap(&cas.key, &cas.snapshot, &value).await;
+        let outcome = match &swapped {
+            Ok(()) => KvOutcome::Ok,
+            Err(SwapError::CasFailed) => KvOutcome::CasConflict,
+            Err(SwapError::Store(_)) => KvOutcome::Error,
+        };
+        cas.bucket
+            .metrics
+            .observe_kv(&cas.bucket.label, "compare-and-swap", outcome);
+        match swapped {
             Ok(()) => {
                 wrote(&cas.bucket, "compare-and-swap", &cas.key, true);
                 Ok(Ok(()))
@@ -253,7 +294,7 @@ impl atomics::HostCas for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<Resource<CasResource>, wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        match b.store.snapshot(&key).await {
+        match b.observed("snapshot", b.store.snapshot(&key).await) {
             Ok(snapshot) => Ok(Ok(self.table.push(CasResource {
                 bucket: b,
                 key,
@@ -283,7 +324,8 @@ impl batch::Host for InstanceState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        Ok(b.store.get_many(&keys).await.map_err(wasi_err))
+        Ok(b.observed("get_many", b.store.get_many(&keys).await)
+            .map_err(wasi_err))
     }
 
     async fn set_many(
@@ -292,7 +334,9 @@ impl batch::Host for InstanceState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        let result = b.store.set_many(&key_values).await.map_err(wasi_err);
+        let result = b
+            .observed("set_many", b.store.set_many(&key_values).await)
+            .map_err(wasi_err);
         let first = key_values.first().map(|(key, _)| key.as_str());
         wrote(&b, "set-many", first.unwrap_or_default(), result.is_ok());
         Ok(result)
@@ -304,7 +348,9 @@ impl batch::Host for InstanceState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        let result = b.store.delete_many(&keys).await.map_err(wasi_err);
+        let result = b
+            .observed("delete_many", b.store.delete_many(&keys).await)
+            .map_err(wasi_err);
         let first = keys.first().map(String::as_str);
         wrote(&b, "delete-many", first.unwrap_or_default(), result.is_ok());
         Ok(result)

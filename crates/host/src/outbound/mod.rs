@@ -11,11 +11,10 @@
 //! 600 s each, as in Spin). A received response head is a test-only crash point
 //! ([`crate::crash`]).
 
-mod allowed_hosts;
 pub mod postgres;
 pub mod redis;
 
-pub use allowed_hosts::{AllowedHost, AllowedHosts};
+pub use kiloclaw_manifest::allowed_hosts::{AllowedHost, AllowedHosts};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -189,6 +188,7 @@ pub struct OutboundPolicy {
     pub component_id: Arc<str>,
     pub allowed: Arc<AllowedHosts>,
     pub client: OutboundClient,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl WasiHttpHooks for OutboundPolicy {
@@ -228,10 +228,21 @@ impl WasiHttpHooks for OutboundPolicy {
                 );
                 return Err(HttpError::HttpRequestDenied);
             }
-            let crash_point = crate::crash::is_armed()
-                .then(|| (request.method().clone(), request.uri().path().to_owned()));
-            let response = policy.client.send(request, options).await?;
-            if let Some((method, path)) = crash_point {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let started = std::time::Instant::now();
+            let sent = policy.client.send(request, options).await;
+            policy.metrics.observe_outbound(
+                &method,
+                &host,
+                &path,
+                sent.as_ref()
+                    .ok()
+                    .map(|response| response.status().as_u16()),
+                started.elapsed(),
+            );
+            let response = sent?;
+            if crate::crash::is_armed() {
                 crate::crash::point(|| {
                     format!(
                         "after outbound HTTP {method} {scheme}://{host}:{port}{path} answered {}",

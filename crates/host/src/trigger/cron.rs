@@ -13,7 +13,6 @@ use crate::AppInner;
 use crate::bindings::cron::{CronGuest, CronGuestPre, fermyon::spin_cron::cron_types};
 use crate::state::InstanceState;
 use chrono::Utc;
-use croner::Cron;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,28 +25,41 @@ pub enum CronError {
     /// The guest returned `Err(other(message))`.
     #[error("cron handler of `{component}` returned an error: {message}")]
     Guest { component: String, message: String },
+    /// No instance slot became free within the admission wait; the tick is dropped like a missed one.
+    #[error("cron tick of `{component}` not run: {reason}")]
+    Busy { component: String, reason: String },
     /// Instantiation failed or the guest trapped.
     #[error("cron handler of `{component}` trapped: {message}")]
     Trap { component: String, message: String },
 }
 
-/// Parses a cron expression the way the plugin does.
-pub fn parse_expression(expression: &str) -> Result<Cron, String> {
-    Cron::new(expression)
-        .with_seconds_required()
-        .with_dom_and_dow()
-        .parse()
-        .map_err(|e| e.to_string())
+pub use kiloclaw_manifest::cron::parse_expression;
+
+/// Runs one tick of `component` now and counts its outcome.
+pub(crate) async fn run_once(app: &Arc<AppInner>, component: &str) -> Result<(), CronError> {
+    let result = run_tick(app, component).await;
+    let outcome = match &result {
+        Ok(()) => "ok",
+        Err(CronError::Guest { .. }) => "error",
+        Err(CronError::Trap { .. }) => "trap",
+        Err(CronError::Busy { .. }) => "busy",
+        Err(CronError::UnknownComponent(_)) => return result,
+    };
+    app.metrics.observe_cron(component, outcome);
+    result
 }
 
-/// Runs one tick of `component` now.
-pub(crate) async fn run_once(app: &Arc<AppInner>, component: &str) -> Result<(), CronError> {
+async fn run_tick(app: &Arc<AppInner>, component: &str) -> Result<(), CronError> {
     let prepared = app
         .cron_components
         .get(component)
         .ok_or_else(|| CronError::UnknownComponent(component.to_string()))?;
     let pre: &CronGuestPre<InstanceState> = &prepared.pre;
     let started = Instant::now();
+    let slot = app.slots.take().await.map_err(|busy| CronError::Busy {
+        component: component.to_string(),
+        reason: busy.to_string(),
+    })?;
     let mut store = wasmtime::Store::new(
         pre.engine(),
         InstanceState::new(prepared.runtime.clone(), app.outbound.clone()),
@@ -62,10 +74,12 @@ pub(crate) async fn run_once(app: &Arc<AppInner>, component: &str) -> Result<(),
         .call_handle_cron_event(&mut store, cron_types::Metadata { timestamp })
         .await
         .map_err(trap)?;
+    drop((guest, store, slot));
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(()) => {
-            tracing::info!(
+            // Every tick of every schedule: routine, so debug (errors are logged by the caller).
+            tracing::debug!(
                 tag = "cron",
                 component,
                 action = "tick",
@@ -128,24 +142,4 @@ pub(crate) async fn run_schedules(
     }
     let _ = shutdown.changed().await;
     tasks.abort_all();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn six_fields_required_and_dom_and_dow() {
-        assert!(parse_expression("0 */5 * * * *").is_ok());
-        assert!(parse_expression("*/5 * * * *").is_err());
-        assert!(parse_expression("0 0 0 * * * 2030").is_err());
-        assert!(parse_expression("@hourly").is_ok());
-        // The 13th AND a Friday, not "or".
-        let c = parse_expression("0 0 0 13 * FRI").expect("parse");
-        let from = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .expect("date")
-            .with_timezone(&Utc);
-        let next = c.find_next_occurrence(&from, false).expect("next");
-        assert_eq!(next.to_rfc3339(), "2026-02-13T00:00:00+00:00");
-    }
 }

@@ -4,7 +4,8 @@
 //! Per request: `Connection` is dropped; client `spin-*` headers are replaced by Spin's; the
 //! well-known endpoints answer (`/.well-known/spin/health` → `OK`, `/info` → JSON, anything
 //! else under it → 404); no route → 404 with an empty body; a trap or missing response → 500
-//! with an empty body. Request headers are limited by hyper's buffer size and bodies by
+//! with an empty body; no free instance slot within the admission wait → 503 with a JSON error and
+//! `Retry-After` ([`crate::admission`]). Request headers are limited by hyper's buffer size and bodies by
 //! [`crate::Limits::max_request_body_bytes`] (413 when `Content-Length` says so up front; a
 //! streamed body that overruns fails the guest's read). A client gets
 //! [`crate::Limits::header_read_timeout`] to send its request head, and a body that stalls longer
@@ -114,6 +115,13 @@ pub(crate) async fn handle(
     let path = req.uri().path().to_string();
     req.headers_mut().remove(http::header::CONNECTION);
     let (response, component) = dispatch(&app, req, client, local).await;
+    app.metrics.observe_request(
+        &method,
+        &path,
+        component.as_deref(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     tracing::info!(
         tag = "access",
         method = %method,
@@ -196,6 +204,14 @@ async fn dispatch(
     let body = crate::outbound::BetweenBytesTimeout::new(body, app.limits.body_idle_timeout);
     let req = Request::from_parts(parts, body);
 
+    let slot = match app.slots.take().await {
+        Ok(slot) => slot,
+        Err(busy) => {
+            app.metrics.observe_refused();
+            tracing::warn!(tag = "http", component = %component_id, action = "refuse", reason = %busy);
+            return (busy_response(&busy), Some(component_id));
+        }
+    };
     let mut store = wasmtime::Store::new(
         prepared.pre.engine(),
         InstanceState::new(prepared.runtime.clone(), app.outbound.clone()),
@@ -222,12 +238,20 @@ async fn dispatch(
     let pre = prepared.pre.clone();
     let task_component = component_id.clone();
     // The guest may keep streaming the body after sending the head, so it runs in its own task.
+    // The slot is held until the guest is done, not just until the head.
     let task = tokio::spawn(async move {
-        let proxy = pre.instantiate_async(&mut store).await?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, incoming, outparam)
-            .await
+        let result = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam)
+                .await
+        }
+        .await;
+        // The pooled instance goes back before the slot does: a slot promises pool space.
+        drop(store);
+        drop(slot);
+        result
     });
     match receiver.await {
         Ok(Ok(mut response)) => {
@@ -248,6 +272,22 @@ async fn dispatch(
             (empty(StatusCode::INTERNAL_SERVER_ERROR), Some(component_id))
         }
     }
+}
+
+/// 503 for a request that found no free instance slot: a JSON error like the app's own, and a
+/// hint to retry, since slots free up as requests finish.
+fn busy_response(busy: &crate::admission::Busy) -> Response<HyperOutgoingBody> {
+    let body = serde_json::json!({
+        "error": format!("the server is at capacity ({busy}); retry shortly"),
+    });
+    let mut r = full(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn well_known(app: &AppInner, rest: &str) -> Response<HyperOutgoingBody> {

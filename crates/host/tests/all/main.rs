@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admission;
 mod composition;
 mod concurrency;
 mod cron;

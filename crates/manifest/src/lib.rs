@@ -1,4 +1,7 @@
-//! Loading and validating `spin.toml` (manifest v2).
+//! Spin application manifests (`spin.toml`, manifest v2) as the KiloClaw host reads them.
+//!
+//! A crate of its own, without wasmtime, so that the parser can be fuzzed and reused cheaply; the
+//! host (`kiloclaw-host`) re-exports it as `kiloclaw_host::manifest`.
 //!
 //! [`Manifest::load`] parses the file with [`schema`] (unknown fields rejected) and then checks
 //! every cross-reference Spin's loader checks, with messages naming the offending item:
@@ -6,15 +9,19 @@
 //! variable templates over declared application variables only, trigger → component references,
 //! routes, 6-field cron expressions, dependency sources and the "dependencies may not have their
 //! own resources" rule for `{ component = "…" }` dependencies. Key-value labels are checked
-//! against the runtime config later, in [`crate::App::load`].
+//! against the runtime config later, by the host (`kiloclaw_host::App::load`).
 
+pub mod allowed_hosts;
+pub mod cron;
+pub mod routes;
 pub mod schema;
+pub mod template;
 
-use crate::outbound::AllowedHosts;
-use crate::variables::Template;
+use allowed_hosts::AllowedHosts;
 use schema::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use template::Template;
 
 /// Why a manifest could not be loaded. Every variant is a configuration error: fix the file.
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +248,7 @@ fn validate(raw: RawManifest, base_dir: &Path) -> Result<Manifest, ManifestError
 
     let mut variables = BTreeMap::new();
     for (name, decl) in &raw.variables {
-        crate::variables::validate_name(name)
+        template::validate_name(name)
             .map_err(|reason| invalid(format!("variables.{name}"), reason))?;
         if decl.required == decl.default.is_some() {
             return Err(invalid(
@@ -286,7 +293,7 @@ fn validate(raw: RawManifest, base_dir: &Path) -> Result<Manifest, ManifestError
                 if !p.starts_with('/') {
                     return Err(invalid(&item, format!("route `{p}` must start with `/`")));
                 }
-                crate::routes::check_route_syntax(p).map_err(|reason| invalid(&item, reason))?;
+                routes::check_route_syntax(p).map_err(|reason| invalid(&item, reason))?;
                 Route::Path(p.clone())
             }
             RawRoute::Private(p) if p.private => Route::Private,
@@ -342,7 +349,7 @@ fn validate(raw: RawManifest, base_dir: &Path) -> Result<Manifest, ManifestError
     let mut cron_triggers = Vec::new();
     for (index, t) in raw.trigger.cron.iter().enumerate() {
         let item = format!("trigger.cron[{index}]");
-        crate::trigger::cron::parse_expression(&t.cron_expression).map_err(|e| {
+        cron::parse_expression(&t.cron_expression).map_err(|e| {
             invalid(
                 &item,
                 format!("invalid cron_expression `{}`: {e}", t.cron_expression),
@@ -442,7 +449,7 @@ fn validate_component(
     let mut variables = BTreeMap::new();
     for (name, template) in &c.variables {
         let var_item = format!("{item}.variables.{name}");
-        crate::variables::validate_name(name).map_err(|reason| invalid(&var_item, reason))?;
+        template::validate_name(name).map_err(|reason| invalid(&var_item, reason))?;
         let parsed = Template::parse(template).map_err(|reason| invalid(&var_item, reason))?;
         for reference in parsed.references() {
             if !app_variables.contains_key(reference) {
