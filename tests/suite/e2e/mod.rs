@@ -14,6 +14,7 @@ mod isolation;
 mod lifecycle;
 mod metrics;
 mod on_spin;
+mod openapi;
 mod reconcile;
 mod recovery;
 mod secrets;

@@ -397,14 +397,23 @@ impl System {
     }
 
     /// Sends and reads the whole reply.
+    /// Sends a request and reads the reply, which must match docs/openapi.json ([`super::openapi`]).
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Reply> {
-        let response = request
-            .send()
+        let (client, request) = request.build_split();
+        let request = request.context("building a request")?;
+        let method = request.method().as_str().to_owned();
+        let path = request.url().path().to_owned();
+        let response = client
+            .execute(request)
             .await
             .context("sending a request to the app")?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.context("reading the app's reply")?;
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        super::openapi::check(&method, &path, status, content_type, &text)?;
         Ok(Reply {
             status,
             headers,

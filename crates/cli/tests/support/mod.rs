@@ -475,6 +475,10 @@ impl Client {
             http: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
                 .pool_max_idle_per_host(64)
+                // The host closes a keep-alive connection idle for its header read timeout (10 s,
+                // announced in `Keep-Alive: timeout=10`); a client that reuses one at that moment
+                // gets a transport error, so the pool drops idle connections well before.
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
                 .build()?,
         })
     }

@@ -128,3 +128,21 @@ async fn shutdown_is_graceful_for_in_flight_requests() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn responses_announce_how_long_an_idle_connection_is_kept() {
+    let mut s = Scenario::new("body-limit", &[]);
+    s.config.limits.header_read_timeout = std::time::Duration::from_secs(7);
+    let host = s.start().await;
+    let response = host
+        .client
+        .get(format!("{}/?op=body-len", host.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response.headers().get("keep-alive").map(|v| v.as_bytes()),
+        Some(&b"timeout=7"[..])
+    );
+    host.stop().await;
+}
