@@ -157,7 +157,7 @@ impl Instances<'_> {
                 r.last_started_at = Some(now);
                 r.health_check_fail_count = 0;
             })?;
-            tracing::info!(tag = "lifecycle", action = "start", user_id, machine_id = ?session.record().fly_machine_id);
+            tracing::info!(tag = "lifecycle", action = "start", user_id, machine_id = session.record().fly_machine_id.as_deref().unwrap_or_default());
             Ok(())
         })
     }
