@@ -2,7 +2,9 @@
 //! random crash point — right after a key-value write (record creation's election and `set`, a
 //! compare-and-swap of the record or its lease, a due-index or sweep-registry write) or right after
 //! a Fly API response (the work is done on Fly, the commit that should follow is not) — while a
-//! small seeded workload of mixed provision/start/stop/destroy/restart/patch calls runs. The
+//! small seeded workload of mixed provision/start/stop/destroy/restart/patch calls runs, beside
+//! repeated due walks (`POST /api/platform/reconcile {}`, what a cron tick runs: claims, requeues,
+//! sweep batches), so a crash can also land inside a walk. The
 //! process is started again on the same store, with the same Fly simulator (which lives in the test
 //! process), the reconciler runs (one explicit `POST /api/platform/reconcile {"userId"}` per user
 //! per pass), and then:
@@ -329,6 +331,26 @@ async fn run_trial(
             });
         }
     }
+    // Due walks beside the workload, as cron ticks would run them, so that crash points also land
+    // inside a walk (claims, requeues, sweep batches) and not only in lifecycle steps.
+    callers.spawn({
+        let (client, url, dead) = (client.clone(), url.clone(), dead.clone());
+        async move {
+            let mut answers = Vec::new();
+            for _ in 0..OPS {
+                if dead.load(Ordering::SeqCst) {
+                    break;
+                }
+                let answer = client.op(&url, Op::Reconcile, "", 0).await;
+                if answer.is_err() {
+                    dead.store(true, Ordering::SeqCst);
+                }
+                answers.push(("(due walk)".to_owned(), Op::Reconcile, answer));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            answers
+        }
+    });
     let mut unanswered = Vec::new();
     while let Some(joined) = callers.join_next().await {
         for (user, op, answer) in joined.context("caller")? {

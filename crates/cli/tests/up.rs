@@ -48,11 +48,10 @@ struct Up {
     printed: Vec<String>,
 }
 
-/// Starts `kiloclaw up` on free ports with `state` and `extra` arguments and waits (bounded) for
-/// its ready line.
-fn start_up(state: &std::path::Path, extra: &[&str]) -> anyhow::Result<Up> {
-    let stderr = state.join("up.stderr");
-    let child = kiloclaw()
+/// `kiloclaw up` on free ports with the repository's manifest and `state` as its state directory.
+fn up_command(state: &std::path::Path) -> Command {
+    let mut command = kiloclaw();
+    command
         .args([
             "up",
             "--listen",
@@ -63,7 +62,15 @@ fn start_up(state: &std::path::Path, extra: &[&str]) -> anyhow::Result<Up> {
         ])
         .arg(manifest())
         .arg("--state-dir")
-        .arg(state)
+        .arg(state);
+    command
+}
+
+/// Starts `kiloclaw up` on free ports with `state` and `extra` arguments and waits (bounded) for
+/// its ready line.
+fn start_up(state: &std::path::Path, extra: &[&str]) -> anyhow::Result<Up> {
+    let stderr = state.join("up.stderr");
+    let child = up_command(state)
         .args(extra)
         .env_remove("SPIN_VARIABLE_NEXTAUTH_SECRET")
         .env_remove("SPIN_VARIABLE_INTERNAL_API_SECRET")
@@ -733,18 +740,7 @@ fn up_without_the_wasm_target_names_the_command_that_installs_it() -> anyhow::Re
         ),
     )?;
     std::fs::set_permissions(&rustc, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let output = kiloclaw()
-        .args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--sim-listen",
-            "127.0.0.1:0",
-            "--manifest",
-        ])
-        .arg(manifest())
-        .arg("--state-dir")
-        .arg(state.path())
+    let output = up_command(state.path())
         .env("RUSTC", &rustc)
         .stdin(Stdio::null())
         .output()?;

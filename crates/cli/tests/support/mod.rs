@@ -427,6 +427,9 @@ pub enum Op {
     Destroy,
     Restart,
     Patch,
+    /// `POST /api/platform/reconcile {}`: one due walk and sweep batch, as a cron tick runs them
+    /// (not per user; never picked at random).
+    Reconcile,
 }
 
 impl Op {
@@ -459,6 +462,7 @@ impl Op {
             Op::Destroy => "destroy",
             Op::Restart => "restart",
             Op::Patch => "patch",
+            Op::Reconcile => "reconcile_due",
         }
     }
 }
@@ -507,6 +511,7 @@ impl Client {
                 .patch(format!("{url}/api/platform/kilocode-config"))
                 .header("x-internal-api-key", INTERNAL_KEY)
                 .json(&json!({"userId": user, "kilocodeDefaultModel": format!("kilocode/anthropic/model-{tag}")})),
+            Op::Reconcile => platform("reconcile").json(&json!({})),
         };
         self.send(request).await
     }
