@@ -288,6 +288,10 @@ pub(crate) struct AppInner {
     pub(crate) limits: Limits,
     pub(crate) slots: admission::InstanceSlots,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// `Keep-Alive: timeout=N` for HTTP/1.1 replies: hyper closes a keep-alive connection that
+    /// waits longer than the header read timeout for its next request, and saying so lets clients
+    /// (Node's undici, for one) retire idle connections first instead of sending on a closing one.
+    pub(crate) keep_alive: Option<http::HeaderValue>,
     engine: wasmtime::Engine,
     cron_enabled: bool,
     listen: SocketAddr,
@@ -538,6 +542,11 @@ impl App {
                     config.limits.admission_wait,
                 ),
                 metrics,
+                keep_alive: http::HeaderValue::from_str(&format!(
+                    "timeout={}",
+                    config.limits.header_read_timeout.as_secs().max(1)
+                ))
+                .ok(),
                 engine,
                 cron_enabled: config.cron,
                 listen: config.listen,

@@ -116,18 +116,10 @@ pub(crate) async fn handle(
     let http1 = req.version() <= http::Version::HTTP_11;
     req.headers_mut().remove(http::header::CONNECTION);
     let (mut response, component) = dispatch(&app, req, client, local).await;
-    if http1 {
-        // hyper closes a keep-alive connection that waits longer than the header read timeout
-        // for its next request; saying so lets clients (Node's undici, for one) retire idle
-        // connections before that instead of sending on one that is being closed.
-        if let Ok(value) = HeaderValue::from_str(&format!(
-            "timeout={}",
-            app.limits.header_read_timeout.as_secs().max(1)
-        )) {
-            response
-                .headers_mut()
-                .insert(http::HeaderName::from_static("keep-alive"), value);
-        }
+    if http1 && let Some(keep_alive) = &app.keep_alive {
+        response
+            .headers_mut()
+            .insert(http::HeaderName::from_static("keep-alive"), keep_alive.clone());
     }
     app.metrics.observe_request(
         &method,
