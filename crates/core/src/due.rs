@@ -14,7 +14,10 @@
 //! - **Schedule** ([`DueIndex::schedule`]): `n = increment("due/{minute}/n", 1)`, then
 //!   `set("due/{minute}/{n}", userId)`. Every entry gets its own slot key, so writers never contend and no
 //!   key is ever created by CAS. The minute is never earlier than the next one, so a minute being
-//!   processed receives no new entries.
+//!   processed receives no new entries. One entry per instance: a lifecycle operation that ends while
+//!   the record's `nextCheckAtMs` is still ahead (and no later than the check it would schedule) keeps
+//!   that check and appends nothing (`lifecycle::Session::finish`), so live status checks, proxy
+//!   recoveries and user calls between two checks cost the index nothing.
 //! - **Walk** (`reconcile::Instances::reconcile_due`): look at minutes from the cursor up to
 //!   `now - 1 minute` (one minute of grace for clock skew between writers and the reconciler). A minute
 //!   whose count key is absent is done (never scheduled, or cleared: [`DueIndex::clear`] deletes the count

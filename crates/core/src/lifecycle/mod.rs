@@ -264,16 +264,25 @@ impl<'a> Session<'_, 'a> {
             None if record.needs_watch() => Some(INTERVAL_DESTROYING),
             None => None,
         };
-        let next = interval.map(|interval| {
+        let wanted = interval.map(|interval| {
             let jitter = instances.random.below(JITTER_MS) as i64;
             now + crate::store::duration_ms(interval) + jitter
         });
-        if let Some(at) = next {
-            instances
-                .due()
-                .schedule(guard.user_id(), at, now)
-                .map_err(StoreError::from)?;
-        }
+        let next = match (wanted, record.next_check_at_ms) {
+            // One due entry per instance: a check already pending no later than the one wanted
+            // (its entry is still ahead of the walkers) stands, so operations between two checks
+            // (live status reads, proxy recoveries, user calls) append nothing. The cost is at
+            // most one check earlier than the new cadence asks for.
+            (Some(at), Some(pending)) if pending > now && pending <= at => Some(pending),
+            (Some(at), _) => {
+                instances
+                    .due()
+                    .schedule(guard.user_id(), at, now)
+                    .map_err(StoreError::from)?;
+                Some(at)
+            }
+            (None, _) => None,
+        };
         match instances.store().release_with(guard, |record| {
             record.next_check_at_ms = if record.needs_watch() { next } else { None };
             Ok::<(), StoreError>(())

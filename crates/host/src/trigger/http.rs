@@ -117,9 +117,10 @@ pub(crate) async fn handle(
     req.headers_mut().remove(http::header::CONNECTION);
     let (mut response, component) = dispatch(&app, req, client, local).await;
     if http1 && let Some(keep_alive) = &app.keep_alive {
-        response
-            .headers_mut()
-            .insert(http::HeaderName::from_static("keep-alive"), keep_alive.clone());
+        response.headers_mut().insert(
+            http::HeaderName::from_static("keep-alive"),
+            keep_alive.clone(),
+        );
     }
     app.metrics.observe_request(
         &method,

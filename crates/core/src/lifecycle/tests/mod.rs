@@ -1713,19 +1713,75 @@ fn reconcile_due_checks_due_instances_and_reschedules_them() {
     assert_eq!(again.checked, 0, "nothing due until the next check");
 }
 
+/// Every due entry in the next `minutes` minutes, as (minute, user) pairs.
+fn due_entries(world: &World, minutes: i64) -> Vec<(i64, String)> {
+    let due = crate::due::DueIndex::new(&world.kv);
+    let first = crate::due::minute_of(world.clock.now_ms());
+    (first..first + minutes)
+        .flat_map(|minute| {
+            due.entries(minute)
+                .expect("entries")
+                .into_iter()
+                .map(move |user| (minute, user))
+        })
+        .collect()
+}
+
 #[test]
-fn reconcile_due_skips_superseded_entries() {
+fn a_later_schedule_keeps_the_earlier_pending_check_and_appends_nothing() {
     let world = World::new();
     world.provision(); // idle entry in ~30 min
-    world.instances().start(USER).expect("start"); // running entry in ~5 min supersedes nothing
-    world.instances().stop(USER).expect("stop"); // idle again: the 5-minute entry is now stale
+    world.instances().start(USER).expect("start"); // running: an earlier entry in ~5 min
+    assert_eq!(due_entries(&world, 40).len(), 2);
+    world.instances().stop(USER).expect("stop"); // idle again: the 5-minute check stands
+    assert_eq!(
+        due_entries(&world, 40).len(),
+        2,
+        "the stop appended nothing"
+    );
     world.clock.advance(Duration::from_secs(7 * 60));
     let report = world
         .instances()
         .reconcile_due(Duration::from_secs(30), 100)
         .expect("walk");
-    assert_eq!(report.checked, 0);
-    assert!(report.skipped >= 1, "{report:?}");
+    assert_eq!(
+        report.checked, 1,
+        "checked once, earlier than the idle cadence asks"
+    );
+    // The check scheduled the idle cadence; the provision's old entry is skipped when its minute comes.
+    world.clock.advance(Duration::from_secs(26 * 60));
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk");
+    assert_eq!((report.checked, report.skipped), (0, 1), "{report:?}");
+}
+
+#[test]
+fn live_status_checks_and_user_calls_between_two_checks_append_no_due_entry() {
+    let world = World::new();
+    world.running();
+    let before = due_entries(&world, 10);
+    assert_eq!(before.len(), 1, "{before:?}");
+    for _ in 0..5 {
+        // Past the live-check throttle every time, so each status call runs a live check.
+        world.clock.advance(Duration::from_secs(31));
+        world.instances().status(USER).expect("status");
+        world.instances().start(USER).expect("start while running");
+    }
+    assert_eq!(
+        due_entries(&world, 10),
+        before,
+        "one entry per instance: the pending check stands"
+    );
+    // The pending check still comes: the walker checks it and schedules exactly one next entry.
+    world.clock.advance(Duration::from_secs(6 * 60));
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk");
+    assert_eq!(report.checked, 1);
+    assert_eq!(due_entries(&world, 10).len(), 1);
 }
 
 #[test]
