@@ -98,7 +98,7 @@ fn sigkill_at_random_crash_points_leaves_no_duplicate_orphan_stuck_lease_or_forg
     let mut seeds = vec![seed];
     while (seeds.len() as u64) < params.trials {
         let last = seeds[seeds.len() - 1];
-        seeds.push(Rng(last).next());
+        seeds.push(Rng(last).next_u64());
     }
     let dir = tempfile::Builder::new()
         .prefix("kiloclaw-crash-points-")

@@ -61,31 +61,13 @@ fn env_seeds() -> anyhow::Result<Vec<u64>> {
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| match s.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => s.parse(),
-        })
+        .map(kiloclaw_core::testing::parse_seed)
         .collect::<Result<_, _>>()
         .context("KILOCLAW_CHAOS_SEEDS")
 }
 
-/// A tiny seeded generator (splitmix64): the workload must replay from the seed alone.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The workload must replay from the seed alone.
+use kiloclaw_core::testing::SeededRng as Rng;
 
 #[derive(Debug, Default)]
 struct Report {

@@ -53,11 +53,7 @@ pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
 
 /// A decimal or `0x` hexadecimal number.
 pub fn parse_number(value: &str) -> anyhow::Result<u64> {
-    let value = value.trim();
-    Ok(match value.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16)?,
-        None => value.parse()?,
-    })
+    Ok(kiloclaw_core::testing::parse_seed(value)?)
 }
 
 /// Builds the four components once per test binary (a no-op when they are fresh), so that the host
@@ -74,38 +70,8 @@ pub fn build_components() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
 }
 
-/// A small deterministic generator (splitmix64), so that a seed replays a trial's choices.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// A generator for a sub-task, independent of this one's later draws.
-    pub fn fork(&mut self, salt: u64) -> Rng {
-        Rng(self.next() ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d))
-    }
-}
-
-/// A seed from the clock, for runs that were not given one.
-pub fn fresh_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default();
-    Rng(nanos ^ u64::from(std::process::id())).next()
-}
+/// The proofs' seeded generator (splitmix64): a seed replays a trial's choices.
+pub use kiloclaw_core::testing::{SeededRng as Rng, fresh_seed};
 
 /// Where the instance store lives.
 #[derive(Debug, Clone)]

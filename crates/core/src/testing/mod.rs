@@ -9,6 +9,7 @@
 //! - [`NodeEnvelopes`]: RSA envelopes made by Node's `crypto`, as Next.js makes them.
 //! - [`check_key_value_contract`]: the key-value semantics the store protocol needs, for any backend.
 //! - [`NativeRedis`]: the Redis store adapter over a native client, against the real server.
+//! - [`SeededRng`], [`parse_seed`], [`fresh_seed`]: workloads that replay from a printed seed.
 //! - [`Stall`]: holds one call of [`MemoryKv`] or [`FakeFly`] until the test lets it go (a caller stuck
 //!   between two steps while others run).
 
@@ -18,6 +19,7 @@ mod envelopes;
 mod fly;
 mod kv;
 mod redis;
+mod rng;
 mod stall;
 
 pub use clock::{FakeClock, SeqRandom};
@@ -26,4 +28,5 @@ pub use envelopes::{BadEnvelope, GoodEnvelope, NodeEnvelopes};
 pub use fly::{FakeFly, FlyCall, StallPoint};
 pub use kv::{KvOp, MemoryKv};
 pub use redis::NativeRedis;
+pub use rng::{SeededRng, fresh_seed, parse_seed};
 pub use stall::Stall;

@@ -224,21 +224,8 @@ async fn perform(store: &Store, key: &str, call: Call) -> Op {
     }
 }
 
-/// SplitMix64: a tiny seeded generator, so a failing seed replays the same workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// A failing seed replays the same workload.
+use kiloclaw_core::testing::SeededRng as Rng;
 
 #[derive(Clone, Copy, Debug)]
 enum Workload {
@@ -406,17 +393,13 @@ async fn check_all_workloads(name: &str, stores: &[Store]) {
     );
 }
 
-/// `KILOCLAW_LIN_SEED` replays a failure; otherwise the clock picks a seed (printed on failure).
+/// `KILOCLAW_LIN_SEED` (decimal, or `0x` hex as printed) replays a failure; otherwise the clock
+/// picks a seed (printed on failure).
 fn seed() -> u64 {
     std::env::var("KILOCLAW_LIN_SEED")
         .ok()
-        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5EED)
-        })
+        .and_then(|s| kiloclaw_core::testing::parse_seed(&s).ok())
+        .unwrap_or_else(kiloclaw_core::testing::fresh_seed)
 }
 
 // ---------------------------------------------------------------------------------------------
