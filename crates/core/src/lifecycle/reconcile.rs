@@ -60,7 +60,8 @@ pub struct DueReport {
     pub requeued: u32,
     /// Checks that failed (logged; each one requeued or left in its minute).
     pub errors: u32,
-    /// Stopped early because Fly rate-limited us.
+    /// Fly answered 429 to at least one check; each such instance was deferred (requeued), the
+    /// pass went on.
     pub rate_limited: bool,
     /// Registry entries the sweep looked at.
     pub swept: u32,
@@ -162,7 +163,9 @@ impl Instances<'_> {
     }
 
     fn out_of_budget(&self, until_ms: i64, max_checks: u32, report: &DueReport) -> bool {
-        self.now() >= until_ms || report.checked >= max_checks || report.rate_limited
+        // Not a 429: Fly limits each machine (or app) on its own, so a rate-limited check defers
+        // that instance only (see `check_due_entry`) and the pass goes on with the others.
+        self.now() >= until_ms || report.checked >= max_checks
     }
 
     /// The walk part of [`Self::reconcile_due`]; moves the cursor up to the first minute not seen done.
@@ -348,8 +351,18 @@ impl Instances<'_> {
         match self.run_session(guard, |session| session.reconcile_with_fly("alarm")) {
             Ok(outcome) => {
                 report.checked += 1;
-                report.rate_limited |= outcome.rate_limited;
-                if outcome.retry_soon && !outcome.rate_limited {
+                if outcome.rate_limited {
+                    // Fly's limits are per machine or app (1 request/s per action): defer this
+                    // instance and carry on with the rest of the minute.
+                    report.rate_limited = true;
+                    let retry = Retry {
+                        reason: "rate_limited",
+                        error: &"Fly answered 429 during the check",
+                        delay_ms: RETRY_BACKOFF_MS,
+                        lower_next_check: true,
+                    };
+                    let _ = self.retry_later(user_id, minute, retry, report);
+                } else if outcome.retry_soon {
                     // Checked, but a step failed transiently (logged by the check): look again soon rather
                     // than a whole cadence later. The session already scheduled the regular check, so a
                     // failure to requeue loses nothing.

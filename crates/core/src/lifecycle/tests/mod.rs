@@ -1826,9 +1826,9 @@ fn reconcile_due_requeues_what_the_budget_does_not_cover() {
 }
 
 #[test]
-fn reconcile_due_backs_off_on_rate_limit() {
+fn reconcile_due_defers_only_the_rate_limited_instance() {
     let world = World::new();
-    for user in ["u1", "u2"] {
+    for user in ["u1", "u2", "u3"] {
         world
             .instances()
             .provision(user, &config())
@@ -1844,8 +1844,21 @@ fn reconcile_due_backs_off_on_rate_limit() {
         .reconcile_due(Duration::from_secs(30), 100)
         .expect("walk");
     assert!(report.rate_limited);
-    assert_eq!(report.checked, 1);
-    assert_eq!(report.requeued, 1);
+    assert_eq!(
+        report.checked, 3,
+        "the pass went on after the 429: {report:?}"
+    );
+    assert_eq!(
+        report.requeued, 1,
+        "only the rate-limited instance is deferred: {report:?}"
+    );
+    // The deferred instance comes round again after the backoff.
+    world.clock.advance(Duration::from_secs(4 * 60));
+    let again = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk again");
+    assert_eq!((again.checked, again.rate_limited), (1, false), "{again:?}");
 }
 
 #[test]
