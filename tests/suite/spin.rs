@@ -49,17 +49,7 @@ impl SpinStore {
     pub fn variables(&self) -> Vec<(String, String)> {
         match self {
             Self::Sqlite => Vec::new(),
-            Self::Redis { prefix } => vec![
-                (
-                    "store_redis_url".to_owned(),
-                    "redis://127.0.0.1:6379".to_owned(),
-                ),
-                (
-                    "store_redis_outbound_host".to_owned(),
-                    "redis://127.0.0.1:6379".to_owned(),
-                ),
-                ("store_redis_key_prefix".to_owned(), prefix.clone()),
-            ],
+            Self::Redis { prefix } => kiloclaw_core::testing::local_redis_store_variables(prefix),
         }
     }
 }

@@ -100,47 +100,49 @@ impl KvOutcome {
     }
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let counter = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+/// Registers a metric the constructor made. Names and labels are fixed and distinct, so neither
+/// step can fail at run time; a failure is a programming error caught by every test.
+fn registered<M>(registry: &Registry, name: &str, made: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = made.unwrap_or_else(|e| panic!("metric {name}: {e}"));
     registry
-        .register(Box::new(counter.clone()))
+        .register(Box::new(metric.clone()))
         .unwrap_or_else(|e| panic!("registering {name}: {e}"));
-    counter
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(
+        registry,
+        name,
+        IntCounterVec::new(Opts::new(name, help), labels),
+    )
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let histogram = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-        labels,
-    )
-    .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry
-        .register(Box::new(histogram.clone()))
-        .unwrap_or_else(|e| panic!("registering {name}: {e}"));
-    histogram
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    registered(registry, name, HistogramVec::new(opts, labels))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let gauge = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry
-        .register(Box::new(gauge.clone()))
-        .unwrap_or_else(|e| panic!("registering {name}: {e}"));
-    gauge
+    registered(registry, name, IntGauge::new(name, help))
 }
 
 impl Metrics {
     /// A fresh registry. The names are fixed and distinct, so registration cannot fail.
     pub fn new(labels: Arc<dyn MetricLabels>) -> Self {
         let registry = Registry::new();
-        let admission_refused = IntCounter::new(
-            "kiloclaw_admission_refused_total",
-            "Requests answered 503 because no instance slot freed up within the admission wait.",
-        )
-        .unwrap_or_else(|e| panic!("metric kiloclaw_admission_refused_total: {e}"));
-        registry
-            .register(Box::new(admission_refused.clone()))
-            .unwrap_or_else(|e| panic!("registering kiloclaw_admission_refused_total: {e}"));
+        let refused = "kiloclaw_admission_refused_total";
+        let admission_refused = registered(
+            &registry,
+            refused,
+            IntCounter::new(
+                refused,
+                "Requests answered 503 because no instance slot freed up within the admission wait.",
+            ),
+        );
         Self {
             http_requests: counter(
                 &registry,

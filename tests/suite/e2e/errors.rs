@@ -411,10 +411,7 @@ async fn forged_tokens_and_disguised_platform_paths_are_refused() -> anyhow::Res
     let user = "user-hostile";
     sys.provision(user).await?;
     sys.start(user).await?;
-    let machine = sys.status(user).await?["flyMachineId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let machine = sys.status_field(user, "flyMachineId").await?;
 
     let now = System::now_s();
     let claims = json!({"kiloUserId": user, "version": 3, "iat": now, "exp": now + 300});

@@ -432,10 +432,7 @@ async fn restart_redeploys_a_running_machine() -> anyhow::Result<()> {
     )?;
 
     sys.start(user).await?;
-    let machine_id = sys.status(user).await?["flyMachineId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let machine_id = sys.status_field(user, "flyMachineId").await?;
     let before = sys
         .sim()
         .machine(&machine_id)

@@ -66,10 +66,7 @@ async fn a_lost_volume_is_replaced() -> anyhow::Result<()> {
     let sys = System::boot().await?;
     let user = "user-rc-volume";
     sys.provision(user).await?;
-    let old_volume = sys.status(user).await?["flyVolumeId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let old_volume = sys.status_field(user, "flyVolumeId").await?;
     sys.sim().delete_volume_out_of_band(&old_volume).await?;
 
     sys.reconcile(user).await?;
@@ -96,10 +93,7 @@ async fn a_machine_gone_from_fly_is_cleared() -> anyhow::Result<()> {
     let user = "user-rc-gone";
     sys.provision(user).await?;
     sys.start(user).await?;
-    let machine = sys.status(user).await?["flyMachineId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let machine = sys.status_field(user, "flyMachineId").await?;
     sys.sim().destroy_machine_out_of_band(&machine).await?;
 
     sys.reconcile(user).await?;
@@ -127,10 +121,7 @@ async fn status_follows_fly_after_five_stopped_readings() -> anyhow::Result<()> 
     let user = "user-rc-stopped";
     sys.provision(user).await?;
     sys.start(user).await?;
-    let machine = sys.status(user).await?["flyMachineId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let machine = sys.status_field(user, "flyMachineId").await?;
     sys.sim().stop_machine_out_of_band(&machine).await?;
 
     // The periodic check needs five sightings of "stopped" (a machine can be briefly stopped by

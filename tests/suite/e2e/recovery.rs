@@ -68,10 +68,7 @@ async fn a_machine_stopped_behind_our_back_is_started_by_the_next_request() -> a
     let user = "user-crash-stopped";
     sys.provision(user).await?;
     sys.start(user).await?;
-    let machine = sys.status(user).await?["flyMachineId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let machine = sys.status_field(user, "flyMachineId").await?;
     // The gateway process exits; Fly Proxy will not autostart it (autostart is off) and answers
     // 503, but the store says running, so the router restarts the instance and retries once.
     sys.sim().stop_machine_out_of_band(&machine).await?;

@@ -532,6 +532,14 @@ impl System {
         .expect(200)
     }
 
+    /// One string field of the instance status (`flyMachineId`, `flyVolumeId`, …); empty when unset.
+    pub async fn status_field(&self, user: &str, field: &str) -> anyhow::Result<String> {
+        Ok(self.status(user).await?[field]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
     /// A valid one-hour user JWT.
     pub fn token(&self, user: &str) -> anyhow::Result<String> {
         let now = Self::now_s();

@@ -106,24 +106,14 @@ impl Backend {
     pub fn variables(&self) -> Vec<(String, String)> {
         match self {
             Self::Sqlite => Vec::new(),
-            Self::Redis { prefix } => vec![
-                (
-                    "store_redis_url".to_owned(),
-                    "redis://127.0.0.1:6379".to_owned(),
-                ),
-                (
-                    "store_redis_outbound_host".to_owned(),
-                    "redis://127.0.0.1:6379".to_owned(),
-                ),
-                ("store_redis_key_prefix".to_owned(), prefix.clone()),
-            ],
+            Self::Redis { prefix } => kiloclaw_core::testing::local_redis_store_variables(prefix),
         }
     }
 
     /// Deletes the run's keys (Redis); the SQLite file goes with its temporary directory.
     pub fn clean_up(&self) {
         if let Self::Redis { prefix } = self
-            && let Ok(client) = redis::Client::open("redis://127.0.0.1:6379")
+            && let Ok(client) = redis::Client::open(kiloclaw_core::testing::LOCAL_REDIS_URL)
             && let Ok(mut connection) = client.get_connection()
         {
             let keys: Vec<Vec<u8>> = redis::cmd("KEYS")

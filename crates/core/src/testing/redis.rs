@@ -8,6 +8,22 @@ use std::sync::Mutex;
 use crate::kv::KvError;
 use crate::redis_store::{RedisArg, RedisCommands, RedisKeyValue, RedisValue};
 
+/// The test Redis server's URL.
+pub const LOCAL_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The app variables that put the instance store in the test Redis under `prefix` (over Spin's
+/// outbound Redis: `store_redis_url`, its `allowed_outbound_hosts` entry, the key prefix).
+pub fn local_redis_store_variables(prefix: &str) -> Vec<(String, String)> {
+    [
+        ("store_redis_url", LOCAL_REDIS_URL),
+        ("store_redis_outbound_host", LOCAL_REDIS_URL),
+        ("store_redis_key_prefix", prefix),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect()
+}
+
 /// One synchronous connection.
 pub struct NativeRedis(Mutex<redis::Connection>);
 
@@ -20,8 +36,8 @@ impl std::fmt::Debug for NativeRedis {
 impl NativeRedis {
     /// Connects to `redis://127.0.0.1:6379`.
     pub fn connect() -> Result<Self, KvError> {
-        let client = redis::Client::open("redis://127.0.0.1:6379")
-            .map_err(|e| KvError::Other(e.to_string()))?;
+        let client =
+            redis::Client::open(LOCAL_REDIS_URL).map_err(|e| KvError::Other(e.to_string()))?;
         let connection = client
             .get_connection()
             .map_err(|e| KvError::Other(format!("Redis at 127.0.0.1:6379: {e}")))?;

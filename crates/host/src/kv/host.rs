@@ -34,6 +34,20 @@ impl BucketResource {
         self.metrics.observe_kv(&self.label, operation, outcome);
         result
     }
+
+    /// A write: counted like [`Self::observed`], and a test-only crash point once it succeeded.
+    fn written<T>(
+        &self,
+        operation: &str,
+        key: &str,
+        result: Result<T, super::KvError>,
+    ) -> Result<T, super::KvError> {
+        let result = self.observed(operation, result);
+        if result.is_ok() {
+            wrote(self, operation, key);
+        }
+        result
+    }
 }
 
 /// A CAS handle: the key and what `new` observed.
@@ -53,10 +67,8 @@ fn wasi_err(e: super::KvError) -> wasi_kv::Error {
 }
 
 /// A test-only crash point after a completed write (see [`crate::crash`]).
-fn wrote(bucket: &BucketResource, operation: &str, key: &str, succeeded: bool) {
-    if succeeded {
-        crate::crash::point(|| format!("after key-value {operation} {key} in {}", bucket.label));
-    }
+fn wrote(bucket: &BucketResource, operation: &str, key: &str) {
+    crate::crash::point(|| format!("after key-value {operation} {key} in {}", bucket.label));
 }
 
 impl InstanceState {
@@ -105,11 +117,8 @@ impl spin_kv::HostStore for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let b = self.bucket(&r)?;
-        let result = b
-            .observed("set", b.store.set(&key, &value).await)
-            .map_err(spin_err);
-        wrote(&b, "set", &key, result.is_ok());
-        Ok(result)
+        Ok(b.written("set", &key, b.store.set(&key, &value).await)
+            .map_err(spin_err))
     }
 
     async fn delete(
@@ -118,11 +127,8 @@ impl spin_kv::HostStore for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let b = self.bucket(&r)?;
-        let result = b
-            .observed("delete", b.store.delete(&key).await)
-            .map_err(spin_err);
-        wrote(&b, "delete", &key, result.is_ok());
-        Ok(result)
+        Ok(b.written("delete", &key, b.store.delete(&key).await)
+            .map_err(spin_err))
     }
 
     async fn exists(
@@ -178,11 +184,8 @@ impl wasi_kv::HostBucket for InstanceState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&r)?;
-        let result = b
-            .observed("set", b.store.set(&key, &value).await)
-            .map_err(wasi_err);
-        wrote(&b, "set", &key, result.is_ok());
-        Ok(result)
+        Ok(b.written("set", &key, b.store.set(&key, &value).await)
+            .map_err(wasi_err))
     }
 
     async fn delete(
@@ -191,11 +194,8 @@ impl wasi_kv::HostBucket for InstanceState {
         key: String,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&r)?;
-        let result = b
-            .observed("delete", b.store.delete(&key).await)
-            .map_err(wasi_err);
-        wrote(&b, "delete", &key, result.is_ok());
-        Ok(result)
+        Ok(b.written("delete", &key, b.store.delete(&key).await)
+            .map_err(wasi_err))
     }
 
     async fn exists(
@@ -240,11 +240,10 @@ impl atomics::Host for InstanceState {
         delta: i64,
     ) -> wasmtime::Result<Result<i64, wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        let result = b
-            .observed("increment", b.store.increment(&key, delta).await)
-            .map_err(wasi_err);
-        wrote(&b, "increment", &key, result.is_ok());
-        Ok(result)
+        Ok(
+            b.written("increment", &key, b.store.increment(&key, delta).await)
+                .map_err(wasi_err),
+        )
     }
 
     async fn swap(
@@ -264,7 +263,7 @@ impl atomics::Host for InstanceState {
             .observe_kv(&cas.bucket.label, "compare-and-swap", outcome);
         match swapped {
             Ok(()) => {
-                wrote(&cas.bucket, "compare-and-swap", &cas.key, true);
+                wrote(&cas.bucket, "compare-and-swap", &cas.key);
                 Ok(Ok(()))
             }
             Err(SwapError::CasFailed) => {
@@ -324,7 +323,7 @@ impl batch::Host for InstanceState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        Ok(b.observed("get_many", b.store.get_many(&keys).await)
+        Ok(b.observed("get-many", b.store.get_many(&keys).await)
             .map_err(wasi_err))
     }
 
@@ -334,12 +333,13 @@ impl batch::Host for InstanceState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        let result = b
-            .observed("set_many", b.store.set_many(&key_values).await)
-            .map_err(wasi_err);
         let first = key_values.first().map(|(key, _)| key.as_str());
-        wrote(&b, "set-many", first.unwrap_or_default(), result.is_ok());
-        Ok(result)
+        Ok(b.written(
+            "set-many",
+            first.unwrap_or_default(),
+            b.store.set_many(&key_values).await,
+        )
+        .map_err(wasi_err))
     }
 
     async fn delete_many(
@@ -348,11 +348,12 @@ impl batch::Host for InstanceState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), wasi_kv::Error>> {
         let b = self.bucket(&bucket)?;
-        let result = b
-            .observed("delete_many", b.store.delete_many(&keys).await)
-            .map_err(wasi_err);
         let first = keys.first().map(String::as_str);
-        wrote(&b, "delete-many", first.unwrap_or_default(), result.is_ok());
-        Ok(result)
+        Ok(b.written(
+            "delete-many",
+            first.unwrap_or_default(),
+            b.store.delete_many(&keys).await,
+        )
+        .map_err(wasi_err))
     }
 }

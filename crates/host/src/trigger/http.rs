@@ -49,6 +49,15 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<HyperOutgoingBod
     r
 }
 
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<HyperOutgoingBody> {
+    let mut r = full(status, body.to_string());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 /// Accepts connections until `shutdown` flips, then drains.
 pub(crate) async fn serve(
     app: Arc<AppInner>,
@@ -287,11 +296,7 @@ fn busy_response(busy: &crate::admission::Busy) -> Response<HyperOutgoingBody> {
     let body = serde_json::json!({
         "error": format!("the server is at capacity ({busy}); retry shortly"),
     });
-    let mut r = full(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let mut r = json(StatusCode::SERVICE_UNAVAILABLE, &body);
     r.headers_mut()
         .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
@@ -306,12 +311,7 @@ fn well_known(app: &AppInner, rest: &str) -> Response<HyperOutgoingBody> {
                 "version": app.manifest.app_version,
                 "oci_image_digest": null,
             });
-            let mut r = full(StatusCode::OK, body.to_string());
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
+            json(StatusCode::OK, &body)
         }
         _ => empty(StatusCode::NOT_FOUND),
     }
