@@ -1,39 +1,45 @@
-//! The reconciler's due index: which users to look at in which minute, without listing keys; and the
-//! registry the slow sweep walks so that an instance that fell out of the index is found again.
+//! The reconciler's due index: which users to look at in which minute, split into shards that walkers
+//! (cron ticks of any number of replicas) claim with expiring claims; and the registry the slow sweep
+//! walks so that an instance that fell out of the index is found again.
 //!
-//! # Keys
+//! # Keys (`s` = shard, `m` = minute)
 //!
-//! - `due/{minute}/n`: counter of the minute's slots; `due/{minute}/{slot}`: a user id.
-//! - `due/{minute}/claim/{window}`: counter electing the walker of `minute` in claim window `window`.
-//! - `due/cursor`: plain JSON number, the first minute a walk looks at.
+//! - `due/s{s}/{m}/n`: counter of the shard-minute's slots; `due/s{s}/{m}/{slot}`: a user id.
+//! - `due/s{s}/{m}/done`: plain JSON number, the slots already handled (progress of a walk cut short).
+//! - `due/s{s}/cursor`: plain JSON number, the first minute of the shard a walk looks at.
+//! - `due/s{s}/claim/{window}`: counter electing the shard's walker in claim window `window`.
 //! - `sweep/n`: counter of registry slots; `sweep/{slot}`: a user id (one per record ever created).
 //! - `sweep/cursor`: JSON `{"turn": …, "next": …}`, the next registry slot the sweep looks at.
 //!
 //! # Flow
 //!
-//! - **Schedule** ([`DueIndex::schedule`]): `n = increment("due/{minute}/n", 1)`, then
-//!   `set("due/{minute}/{n}", userId)`. Every entry gets its own slot key, so writers never contend and no
+//! - **Schedule** ([`DueIndex::schedule`]): the user's shard is fixed ([`shard_of`], a hash of the id), so
+//!   all of one user's entries meet in one shard. `n = increment("due/s{s}/{m}/n", 1)`, then
+//!   `set("due/s{s}/{m}/{n}", userId)`. Every entry gets its own slot key, so writers never contend and no
 //!   key is ever created by CAS. The minute is never earlier than the next one, so a minute being
 //!   processed receives no new entries. One entry per instance: a lifecycle operation that ends while
 //!   the record's `nextCheckAtMs` is still ahead (and no later than the check it would schedule) keeps
 //!   that check and appends nothing (`lifecycle::Session::finish`), so live status checks, proxy
 //!   recoveries and user calls between two checks cost the index nothing.
-//! - **Walk** (`reconcile::Instances::reconcile_due`): look at minutes from the cursor up to
-//!   `now - 1 minute` (one minute of grace for clock skew between writers and the reconciler). A minute
-//!   whose count key is absent is done (never scheduled, or cleared: [`DueIndex::clear`] deletes the count
-//!   last). Otherwise the walker claims it ([`DueIndex::claim`]), reads its entries with one `get_many`,
-//!   checks each user, requeues what it cannot check (budget spent, lease busy, any failure) into a later
-//!   minute, and clears the minute, which makes it done. A minute that could not be cleared, or that
-//!   another walker holds, keeps the cursor from passing it.
-//! - **Claim** ([`DueIndex::claim`]): claim windows are `CLAIM_WINDOW_MS` long. In window `w` a walker
-//!   first checks that `due/{minute}/claim/{w-1}` is absent (a claim from the previous window is still
-//!   live), then takes `increment("due/{minute}/claim/{w}", 1) == 1`. So a claim lives through the end of
-//!   window `w + 1`: at least one window, at most two. Its holder starts no check after
-//!   [`Claim::work_until_ms`]. A holder that dies (trap, kill, redeploy) or fails to clear leaves its key,
-//!   which blocks only the next window: from window `w + 2` on the minute can be claimed again. A holder
-//!   that fails but is still alive deletes its key ([`DueIndex::release`]) so the next tick retries at once.
-//!   Only `increment` and `exists` decide a claim: no CAS, so the claim is as safe on Spin's SQLite
-//!   backend as anywhere (DESIGN decision 2).
+//! - **Walk** (`reconcile::Instances::reconcile_due`): a tick reads the [`SHARDS`] cursors with one
+//!   `get_many` and visits the shards oldest cursor first. For a shard it looks at minutes from the cursor
+//!   up to `now - 1 minute` (one minute of grace for clock skew between writers and the reconciler); a
+//!   minute whose count key is absent is done. At the first minute with entries it claims the shard
+//!   ([`DueIndex::claim`]), then works through the minutes in order: reads the pending slots (after
+//!   `done`) with one `get_many`, checks each user, records its progress in `done` every
+//!   [`PROGRESS_EVERY`] checks, clears a finished minute and moves the shard's cursor past it. When its
+//!   budget ends it records its progress and releases the claim: the rest stays where it is and the next
+//!   walker carries on from there, so a backlog is never copied or requeued, and is worked oldest first.
+//! - **Claim** ([`DueIndex::claim`]): claim windows are [`CLAIM_WINDOW_MS`] long. In window `w` a walker
+//!   first checks that `due/s{s}/claim/{w-1}` is absent (a claim from the previous window is still live),
+//!   then takes `increment("due/s{s}/claim/{w}", 1) == 1`. The holder renews before each check
+//!   ([`DueIndex::renew`]: in window `w+1` it takes `claim/{w+1}` the same way, which nobody else can,
+//!   because its `claim/{w}` blocks them), so a live walker keeps its shard as long as it works. A holder
+//!   that dies (trap, kill, redeploy) stops renewing: from the second window after its last renewal the
+//!   shard can be claimed again, so its entries wait at most [`CLAIM_TTL_MS`]. A walker that finishes or
+//!   gives up deletes its keys ([`DueIndex::release`]) so the next walker need not wait. Only `increment`
+//!   and `exists` decide a claim: no CAS, so the claim is as safe on Spin's SQLite backend as anywhere
+//!   (DESIGN decision 2).
 //! - **Sweep** ([`DueIndex::next_sweep_batch`]): the key-value interface has no key listing, so every
 //!   record is registered when it is created ([`DueIndex::register`], called by the store before it writes
 //!   a new record). Each tick takes the next batch of registry slots by moving `sweep/cursor` with a CAS on
@@ -41,19 +47,24 @@
 //!   reader takes over for the rare record that is not there, or was never written since its creation),
 //!   and schedules every provisioned instance that names no next check or is more than
 //!   [`SWEEP_OVERDUE_MS`] overdue.
-//! - **Cursor**: `due/cursor` only says where to start walking; a walker writes the first minute it did not
-//!   see done. A stale cursor costs a few extra `exists` calls, never a missed entry.
+//! - **Cursor**: a shard's cursor only says where to start walking; the holder writes the first minute
+//!   it did not see done. A stale cursor costs a few extra `exists` calls, never a missed entry.
 //!
 //! # Guarantees
 //!
+//! - Work sharing: k walkers (one per replica and tick, or k concurrent calls of the HTTP reconcile
+//!   route) hold k different shards at once, so they do about k times the work of one while there are at
+//!   least k shards with due entries. [`SHARDS`] is fixed: changing it would strand the entries of the
+//!   shards that disappear until the sweep puts their instances back.
 //! - Scaling: one tick costs O(entries due) store calls for the index, never O(instances). With 100,000
-//!   instances at the idle cadence about 3,400 entries fall in a minute, read in one `get_many`.
+//!   instances at the idle cadence about 3,400 entries fall in a minute, about 210 a shard.
 //! - Entries are idempotent: the record's `nextCheckAtMs` decides whether an entry is current. A stale
 //!   entry (superseded by a later schedule) is skipped, a duplicate causes one harmless extra check. So
-//!   re-walking a minute after a crash, or two walkers in one minute (clock skew across a window edge), only
-//!   repeats work; the per-user lease keeps the checks themselves safe.
-//! - A claimed minute is never lost: its entries stay until a walker clears the minute, and a claim whose
-//!   holder died blocks the minute for at most two claim windows.
+//!   re-walking a minute after a crash (progress is recorded every few checks), or two walkers in one shard
+//!   (a holder whose check outlived its claim), only repeats work; the per-user lease keeps the checks
+//!   themselves safe.
+//! - A claimed shard is never lost: its entries stay until a walker clears their minute, and a claim whose
+//!   holder died blocks the shard for at most [`CLAIM_TTL_MS`].
 //! - No instance stays unwatched: an instance missing from the index (a lost entry, a record whose
 //!   schedule was never written) is put back within `SWEEP_OVERDUE_MS` plus one sweep pass after its check
 //!   was due.
@@ -77,45 +88,51 @@
 //!   leaves an empty slot (skipped); the instance is then found by its next operation or by the sweep.
 //! - Clocks must agree within the one-minute grace. An entry written into a minute a walker already saw
 //!   done (a writer's clock more than a minute behind) is missed by the walk and found by the sweep.
-//! - Claims make a minute's double processing rare, not impossible (a stale read of the previous window's
-//!   key at a window edge, clock skew between walkers); correctness rests on the leases and on idempotent
-//!   entries, not on the claim.
-//! - A finished minute deletes the claim keys of the last `CLAIM_GC_WINDOWS` windows; a key left by a
-//!   holder that died longer ago than that before the minute was finished stays as garbage (a few bytes,
-//!   only after a crash and a long outage).
+//! - Claims make double processing rare, not impossible (a stale read of the previous window's key at a
+//!   window edge, clock skew between walkers, a check that outlives its holder's claim); correctness rests
+//!   on the leases and on idempotent entries, not on the claim. Such an overlap can leave a `done` key
+//!   behind a cleared minute (a few bytes).
+//! - A new claim deletes the keys that holders which died in the last [`CLAIM_GC_WINDOWS`] windows left;
+//!   a key left longer ago than that stays as garbage (a few bytes, only after a crash and a long outage).
+//! - Entries of the unsharded index of earlier releases (`due/{m}/…`) are not walked: their instances
+//!   are put back by the sweep once they are `SWEEP_OVERDUE_MS` overdue.
 //! - Records written before the registry existed are not registered: they stay watched through the index,
 //!   and [`DueIndex::register`] backfills them (registering twice is harmless).
 //! - The sweep cursor is created with a plain `set` when absent (never by CAS, DESIGN decision 2). Two
 //!   walkers creating it at once may both sweep the first batch; a reset repeats batches, never skips one.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::kv::{CasOutcome, KeyValue, KvError};
 
 /// Milliseconds in an index bucket.
 pub const MINUTE_MS: i64 = 60_000;
-/// Length of a claim window: a claim lives through the end of the window after the one it was taken in.
-/// One minute, so that a minute whose holder died is walked again by the second tick after the claim.
-pub const CLAIM_WINDOW_MS: i64 = MINUTE_MS;
-/// A holder starts no check later than this before its claim ends, so a check under way (its Fly calls
-/// take seconds) usually ends before another walker may take the minute over.
-pub const CLAIM_MARGIN_MS: i64 = 15_000;
-/// How many earlier windows a finished minute looks at for claim keys that dead holders left behind.
-const CLAIM_GC_WINDOWS: i64 = 16;
+/// Shards of the index: the most walkers that can work at once. Fixed (see the module doc).
+pub const SHARDS: u32 = 16;
+/// Length of a claim window. A claim lives through the end of the window after the last one its holder
+/// renewed it in.
+pub const CLAIM_WINDOW_MS: i64 = 15_000;
+/// The longest a claim outlives its holder's last renewal: how long a dead walker's shard waits.
+pub const CLAIM_TTL_MS: i64 = 2 * CLAIM_WINDOW_MS;
+/// How many earlier windows a new claim looks at for keys that dead holders left behind.
+const CLAIM_GC_WINDOWS: i64 = 8;
+/// A walker records its progress in a minute after this many handled slots (and when it stops), so a
+/// walker that dies repeats at most this many checks.
+pub const PROGRESS_EVERY: usize = 16;
 /// A sweep pass is spread over this many ticks (about an hour at one tick a minute).
 pub const SWEEP_PASS_TICKS: i64 = 60;
 /// Fewest registry slots a tick sweeps (small fleets finish a pass in a few ticks).
 pub const SWEEP_BATCH_MIN: i64 = 16;
 /// Most registry slots a tick sweeps (caps one tick's reads however large the fleet grows).
 pub const SWEEP_BATCH_MAX: i64 = 2_000;
-/// Keys per `get_many` of the sweep: keeps one call's answer to a few megabytes at most.
+/// Keys per `get_many` of the sweep and of a minute's slots: keeps one call's answer to a few megabytes.
 pub const SWEEP_READ_CHUNK: usize = 500;
 /// How late a record's `nextCheckAtMs` may be before the sweep counts the instance as unwatched. Longer
 /// than the walk's usual lag (one minute of grace, a short backoff), so that instances merely waiting in a
 /// backlog are left to the index.
 pub const SWEEP_OVERDUE_MS: i64 = 10 * MINUTE_MS;
 
-const CURSOR_KEY: &str = "due/cursor";
 const REGISTRY_COUNT_KEY: &str = "sweep/n";
 const SWEEP_CURSOR_KEY: &str = "sweep/cursor";
 
@@ -125,21 +142,24 @@ pub struct DueIndex<'a, K: ?Sized> {
     kv: &'a K,
 }
 
-fn count_key(minute: i64) -> String {
-    format!("due/{minute}/n")
+fn count_key(shard: u32, minute: i64) -> String {
+    format!("due/s{shard}/{minute}/n")
 }
 
-fn slot_key(minute: i64, slot: i64) -> String {
-    format!("due/{minute}/{slot}")
+fn slot_key(shard: u32, minute: i64, slot: i64) -> String {
+    format!("due/s{shard}/{minute}/{slot}")
 }
 
-fn claim_key(minute: i64, window: i64) -> String {
-    format!("due/{minute}/claim/{window}")
+fn progress_key(shard: u32, minute: i64) -> String {
+    format!("due/s{shard}/{minute}/done")
 }
 
-/// The single, never-expiring claim counter of earlier releases; finished minutes delete it too.
-fn legacy_claim_key(minute: i64) -> String {
-    format!("due/{minute}/claim")
+fn cursor_key(shard: u32) -> String {
+    format!("due/s{shard}/cursor")
+}
+
+fn claim_key(shard: u32, window: i64) -> String {
+    format!("due/s{shard}/claim/{window}")
 }
 
 fn registry_key(slot: i64) -> String {
@@ -156,29 +176,60 @@ pub fn claim_window_of(at_ms: i64) -> i64 {
     at_ms.div_euclid(CLAIM_WINDOW_MS)
 }
 
-/// A walker's claim on one minute (see the module doc): proof that it may process the minute until
-/// [`Claim::work_until_ms`].
+/// The shard of `user_id`: stable across processes, releases and architectures (a SHA-256 prefix, not
+/// std's randomly seeded hasher).
+pub fn shard_of(user_id: &str) -> u32 {
+    let digest = Sha256::digest(user_id.as_bytes());
+    let prefix = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    prefix % SHARDS
+}
+
+fn decode_number(raw: Option<Vec<u8>>) -> Option<i64> {
+    raw.and_then(|v| serde_json::from_slice::<i64>(&v).ok())
+}
+
+/// A walker's claim on one shard (see the module doc): proof that it may walk the shard until
+/// [`ShardClaim::expires_at_ms`], renewable with [`DueIndex::renew`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Claim {
-    minute: i64,
+pub struct ShardClaim {
+    shard: u32,
+    /// The window of the first claim key this holder took.
+    first_window: i64,
+    /// The window of the last claim key this holder took.
     window: i64,
 }
 
-impl Claim {
-    /// The claimed minute.
-    pub fn minute(&self) -> i64 {
-        self.minute
+impl ShardClaim {
+    /// The claimed shard.
+    pub fn shard(&self) -> u32 {
+        self.shard
     }
 
-    /// When the claim ends: from then on another walker may take the minute.
+    /// When the claim ends unless renewed: from then on another walker may take the shard.
     pub fn expires_at_ms(&self) -> i64 {
         (self.window + 2) * CLAIM_WINDOW_MS
     }
+}
 
-    /// The last moment the holder may start a check.
-    pub fn work_until_ms(&self) -> i64 {
-        self.expires_at_ms() - CLAIM_MARGIN_MS
-    }
+/// The slots of one shard-minute that still wait for a walker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSlots {
+    /// Slots handled by earlier walks (the `done` mark).
+    pub done: i64,
+    /// Slots in use.
+    pub count: i64,
+    /// `(slot, user)` for every written slot after `done`, in order (empty slots are left out).
+    pub entries: Vec<(i64, String)>,
+}
+
+/// Entries due but not yet handled, over every shard (what the benchmark reports as the backlog).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backlog {
+    /// Slots in minutes up to the one before `now` that no walker has handled yet.
+    pub entries: i64,
+    /// The oldest minute holding such slots.
+    pub oldest_minute: Option<i64>,
 }
 
 /// One batch of the sweep: the users registered in slots `first..=last` of `registered`.
@@ -223,88 +274,173 @@ impl<'a, K: KeyValue + ?Sized> DueIndex<'a, K> {
         Self { kv }
     }
 
-    /// Adds `user_id` to the bucket of `at_ms` (never earlier than the minute after `now_ms`). Returns the
-    /// minute used.
+    /// Adds `user_id` to its shard's bucket of `at_ms` (never earlier than the minute after `now_ms`).
+    /// Returns the minute used.
     pub fn schedule(&self, user_id: &str, at_ms: i64, now_ms: i64) -> Result<i64, KvError> {
         let minute = minute_of(at_ms).max(minute_of(now_ms) + 1);
-        let slot = self.kv.increment(&count_key(minute), 1)?;
-        self.kv.set(&slot_key(minute, slot), user_id.as_bytes())?;
+        let shard = shard_of(user_id);
+        let slot = self.kv.increment(&count_key(shard, minute), 1)?;
+        self.kv
+            .set(&slot_key(shard, minute, slot), user_id.as_bytes())?;
         Ok(minute)
     }
 
-    /// Whether `minute` still holds entries to process (`false`: never scheduled, or cleared).
-    pub fn has_entries(&self, minute: i64) -> Result<bool, KvError> {
-        self.kv.exists(&count_key(minute))
+    /// Whether `minute` of `shard` still holds entries to process (`false`: never scheduled, or cleared).
+    pub fn has_entries(&self, shard: u32, minute: i64) -> Result<bool, KvError> {
+        self.kv.exists(&count_key(shard, minute))
     }
 
-    /// Claims `minute` for processing at `now_ms`; `None` if another walker holds it.
-    pub fn claim(&self, minute: i64, now_ms: i64) -> Result<Option<Claim>, KvError> {
-        let window = claim_window_of(now_ms);
-        // A claim taken in the previous window is live through the end of this one.
-        if self.kv.exists(&claim_key(minute, window - 1))? {
-            return Ok(None);
-        }
-        if self.kv.increment(&claim_key(minute, window), 1)? != 1 {
-            return Ok(None);
-        }
-        Ok(Some(Claim { minute, window }))
-    }
-
-    /// Gives a claim up early (its holder failed but is alive), so the next walker need not wait for it to
-    /// expire.
-    pub fn release(&self, claim: &Claim) -> Result<(), KvError> {
-        self.kv.delete(&claim_key(claim.minute, claim.window))
-    }
-
-    /// The distinct users scheduled in `minute`, in scheduling order.
-    pub fn entries(&self, minute: i64) -> Result<Vec<String>, KvError> {
-        let count = self.kv.increment(&count_key(minute), 0)?;
-        if count <= 0 {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = (1..=count).map(|slot| slot_key(minute, slot)).collect();
-        let mut seen = std::collections::HashSet::new();
+    /// Every shard's cursor, in shard order (`None`: never walked, or unreadable).
+    pub fn cursors(&self) -> Result<Vec<Option<i64>>, KvError> {
+        let keys: Vec<String> = (0..SHARDS).map(cursor_key).collect();
         Ok(self
             .kv
             .get_many(&keys)?
             .into_iter()
-            .filter_map(|(_, value)| value.and_then(|v| String::from_utf8(v).ok()))
-            .filter(|user| seen.insert(user.clone()))
+            .map(|(_, value)| decode_number(value))
             .collect())
+    }
+
+    /// Records where the next walk of `shard` should start.
+    pub fn set_cursor(&self, shard: u32, minute: i64) -> Result<(), KvError> {
+        self.kv
+            .set(&cursor_key(shard), minute.to_string().as_bytes())
+    }
+
+    /// Claims `shard` at `now_ms`; `None` if another walker holds it.
+    pub fn claim(&self, shard: u32, now_ms: i64) -> Result<Option<ShardClaim>, KvError> {
+        let window = claim_window_of(now_ms);
+        // A claim taken (or renewed) in the previous window is live through the end of this one.
+        if self.kv.exists(&claim_key(shard, window - 1))? {
+            return Ok(None);
+        }
+        if self.kv.increment(&claim_key(shard, window), 1)? != 1 {
+            return Ok(None);
+        }
+        // Keys that holders which died recently left behind; they are expired, so nobody needs them.
+        for old in window - CLAIM_GC_WINDOWS..window - 1 {
+            self.kv.delete(&claim_key(shard, old))?;
+        }
+        Ok(Some(ShardClaim {
+            shard,
+            first_window: window,
+            window,
+        }))
+    }
+
+    /// Keeps `claim` alive at `now_ms`. Returns `false` when it was lost (its holder went too long
+    /// without renewing, or another walker took the window): the holder must stop walking the shard.
+    pub fn renew(&self, claim: &mut ShardClaim, now_ms: i64) -> Result<bool, KvError> {
+        let window = claim_window_of(now_ms);
+        if window == claim.window {
+            return Ok(true);
+        }
+        // Only the window right after the last renewal is still ours to take: our key blocks everyone else
+        // in it. Later than that, the claim expired and someone else may hold the shard.
+        if window != claim.window + 1 || self.kv.increment(&claim_key(claim.shard, window), 1)? != 1
+        {
+            return Ok(false);
+        }
+        claim.window = window;
+        Ok(true)
+    }
+
+    /// Gives a claim up (finished, out of budget, or failed but alive), so the next walker need not wait
+    /// for it to expire.
+    pub fn release(&self, claim: &ShardClaim) -> Result<(), KvError> {
+        for window in claim.first_window..=claim.window {
+            self.kv.delete(&claim_key(claim.shard, window))?;
+        }
+        Ok(())
+    }
+
+    /// The slots of `minute` in `shard` that no walk has handled yet.
+    pub fn pending(&self, shard: u32, minute: i64) -> Result<PendingSlots, KvError> {
+        let count = self.kv.increment(&count_key(shard, minute), 0)?;
+        let done = decode_number(self.kv.get(&progress_key(shard, minute))?)
+            .unwrap_or(0)
+            .clamp(0, count.max(0));
+        let slots: Vec<i64> = (done + 1..=count).collect();
+        let mut entries = Vec::with_capacity(slots.len());
+        for chunk in slots.chunks(SWEEP_READ_CHUNK) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|slot| slot_key(shard, minute, *slot))
+                .collect();
+            for (slot, (_, value)) in chunk.iter().zip(self.kv.get_many(&keys)?) {
+                if let Some(user) = value.and_then(|v| String::from_utf8(v).ok()) {
+                    entries.push((*slot, user));
+                }
+            }
+        }
+        Ok(PendingSlots {
+            done,
+            count,
+            entries,
+        })
+    }
+
+    /// The distinct users still waiting in `minute` over every shard, shard by shard in scheduling order
+    /// (for tests and operators; a walker reads one shard with [`Self::pending`]).
+    pub fn entries(&self, minute: i64) -> Result<Vec<String>, KvError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut users = Vec::new();
+        for shard in 0..SHARDS {
+            if !self.has_entries(shard, minute)? {
+                continue;
+            }
+            for (_, user) in self.pending(shard, minute)?.entries {
+                if seen.insert(user.clone()) {
+                    users.push(user);
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Records that the slots of `minute` in `shard` up to `done` are handled.
+    pub fn set_progress(&self, shard: u32, minute: i64, done: i64) -> Result<(), KvError> {
+        self.kv
+            .set(&progress_key(shard, minute), done.to_string().as_bytes())
     }
 
     /// Deletes a processed minute's keys, the count key last: once it is gone every walker treats the
     /// minute as done, and a crash before that leaves a minute that is simply walked again.
-    pub fn clear(&self, claim: &Claim) -> Result<(), KvError> {
-        let minute = claim.minute;
-        let count = self.kv.increment(&count_key(minute), 0)?;
+    pub fn clear(&self, shard: u32, minute: i64) -> Result<(), KvError> {
+        let count = self.kv.increment(&count_key(shard, minute), 0)?;
         for slot in 1..=count {
-            self.kv.delete(&slot_key(minute, slot))?;
+            self.kv.delete(&slot_key(shard, minute, slot))?;
         }
-        // This holder's claim key and any that holders which died before it left behind.
-        let mut claims: Vec<String> = (claim.window - CLAIM_GC_WINDOWS..=claim.window)
-            .map(|window| claim_key(minute, window))
-            .collect();
-        claims.push(legacy_claim_key(minute));
-        for (key, value) in self.kv.get_many(&claims)? {
-            if value.is_some() {
-                self.kv.delete(&key)?;
+        self.kv.delete(&progress_key(shard, minute))?;
+        self.kv.delete(&count_key(shard, minute))
+    }
+
+    /// Entries due before the minute of `now_ms` that no walker has handled yet, over every shard. Reads
+    /// each shard from its cursor, so it costs O(minutes behind) calls per shard; meant for benchmarks
+    /// and operators, not for the walk.
+    pub fn backlog(&self, now_ms: i64) -> Result<Backlog, KvError> {
+        let last_ready = minute_of(now_ms) - 1;
+        let mut backlog = Backlog::default();
+        for (shard, cursor) in (0..SHARDS).zip(self.cursors()?) {
+            let first = cursor.unwrap_or(last_ready - 60);
+            for minute in first..=last_ready {
+                if !self.has_entries(shard, minute)? {
+                    continue;
+                }
+                let count = self.kv.increment(&count_key(shard, minute), 0)?;
+                let done = decode_number(self.kv.get(&progress_key(shard, minute))?).unwrap_or(0);
+                let waiting = (count - done).max(0);
+                if waiting > 0 {
+                    backlog.entries += waiting;
+                    backlog.oldest_minute = Some(
+                        backlog
+                            .oldest_minute
+                            .map_or(minute, |oldest| oldest.min(minute)),
+                    );
+                }
             }
         }
-        self.kv.delete(&count_key(minute))
-    }
-
-    /// Where the last walk stopped, if any.
-    pub fn cursor(&self) -> Result<Option<i64>, KvError> {
-        Ok(self
-            .kv
-            .get(CURSOR_KEY)?
-            .and_then(|v| serde_json::from_slice::<i64>(&v).ok()))
-    }
-
-    /// Records where the next walk should start.
-    pub fn set_cursor(&self, minute: i64) -> Result<(), KvError> {
-        self.kv.set(CURSOR_KEY, minute.to_string().as_bytes())
+        Ok(backlog)
     }
 
     /// Adds `user_id` to the sweep registry. The store calls it once per record, before writing a new
@@ -382,8 +518,12 @@ mod tests {
     use super::*;
     use crate::testing::MemoryKv;
 
+    fn users_of(pending: &PendingSlots) -> Vec<&str> {
+        pending.entries.iter().map(|(_, u)| u.as_str()).collect()
+    }
+
     #[test]
-    fn due_index_schedules_into_future_minutes_and_dedupes() {
+    fn entries_go_into_the_users_shard_and_never_into_the_past() {
         let kv = MemoryKv::new();
         let index = DueIndex::new(&kv);
         let now = 10 * MINUTE_MS + 5;
@@ -394,81 +534,137 @@ mod tests {
         );
         assert_eq!(index.schedule("b", 15 * MINUTE_MS + 1, now), Ok(15));
         assert_eq!(index.schedule("a", 11 * MINUTE_MS, now), Ok(11));
-        assert_eq!(index.entries(11), Ok(vec!["a".to_owned()]));
-        assert_eq!(index.entries(15), Ok(vec!["b".to_owned()]));
-        assert_eq!(index.entries(12), Ok(vec![]));
+        let (a, b) = (shard_of("a"), shard_of("b"));
+        assert_eq!(
+            users_of(&index.pending(a, 11).expect("pending")),
+            ["a", "a"]
+        );
+        assert_eq!(users_of(&index.pending(b, 15).expect("pending")), ["b"]);
+        assert_eq!(index.has_entries(b, 11), Ok(a == b));
+        assert_eq!(index.pending(a, 12).expect("pending").entries, vec![]);
     }
 
     #[test]
-    fn due_index_minute_is_claimed_once_and_cleared() {
+    fn shards_are_stable_and_even() {
+        // Pinned: the shard of a user must never change between releases, or entries would be looked
+        // for in the wrong shard.
+        assert_eq!(
+            ["user-1", "user-2", "alice", ""].map(shard_of),
+            [4, 15, 9, 2]
+        );
+        let mut per_shard = [0u32; SHARDS as usize];
+        for i in 0..16_000 {
+            per_shard[shard_of(&format!("user-{i}")) as usize] += 1;
+        }
+        assert!(
+            per_shard.iter().all(|n| (800..=1_200).contains(n)),
+            "about 1,000 users a shard: {per_shard:?}"
+        );
+    }
+
+    #[test]
+    fn a_shard_is_claimed_once_renewed_by_its_holder_and_released() {
         let kv = MemoryKv::new();
         let index = DueIndex::new(&kv);
-        index.schedule("a", 11 * MINUTE_MS, 0).expect("schedule");
-        assert_eq!(index.has_entries(11), Ok(true));
-        let now = 13 * MINUTE_MS;
-        let claim = index.claim(11, now).expect("claim").expect("free");
+        let now = 100 * CLAIM_WINDOW_MS;
+        let mut claim = index.claim(3, now).expect("claim").expect("free");
         assert_eq!(
-            index.claim(11, now + 1_000),
+            index.claim(3, now + 1_000),
             Ok(None),
-            "an overlapping tick must not process the same minute"
+            "an overlapping walker must not take the same shard"
         );
-        index.clear(&claim).expect("clear");
         assert!(
-            kv.keys().iter().all(|k| !k.starts_with("due/11/")),
+            index.claim(4, now).expect("claim").is_some(),
+            "other shards are free"
+        );
+        // The holder renews through many windows; nobody else gets in meanwhile.
+        for step in 1..10 {
+            let at = now + step * CLAIM_WINDOW_MS;
+            assert_eq!(index.renew(&mut claim, at), Ok(true));
+            assert_eq!(index.claim(3, at + 1), Ok(None));
+        }
+        index.release(&claim).expect("release");
+        assert!(
+            kv.keys().iter().all(|k| !k.starts_with("due/s3/claim")),
+            "every key of the holder is gone: {:?}",
+            kv.keys()
+        );
+        assert!(
+            index
+                .claim(3, now + 10 * CLAIM_WINDOW_MS)
+                .expect("claim")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_shard_of_a_dead_holder_is_free_one_claim_ttl_after_its_last_renewal() {
+        let kv = MemoryKv::new();
+        let index = DueIndex::new(&kv);
+        // Renewed at the very start of a window: the longest a claim can live after it.
+        let taken_at = 20 * CLAIM_WINDOW_MS;
+        let mut claim = index.claim(0, taken_at).expect("claim").expect("free");
+        let renewed_at = taken_at + CLAIM_WINDOW_MS;
+        assert_eq!(index.renew(&mut claim, renewed_at), Ok(true));
+        assert_eq!(claim.expires_at_ms(), renewed_at + CLAIM_TTL_MS);
+        // Its holder dies here.
+        assert_eq!(index.claim(0, renewed_at + CLAIM_WINDOW_MS), Ok(None));
+        assert_eq!(index.claim(0, claim.expires_at_ms() - 1), Ok(None));
+        let next = index
+            .claim(0, claim.expires_at_ms())
+            .expect("claim")
+            .expect("expired claims can be taken");
+        // The holder comes back to life (a long stall): its claim is gone and it must stop.
+        let late = claim.expires_at_ms() + 1;
+        assert_eq!(index.renew(&mut claim, late), Ok(false));
+        index.release(&next).expect("release");
+        assert!(
+            kv.keys().iter().all(|k| !k.starts_with("due/s0/claim")),
+            "the dead holder's keys are collected too: {:?}",
+            kv.keys()
+        );
+    }
+
+    #[test]
+    fn progress_lets_the_next_walker_carry_on_where_the_last_one_stopped() {
+        let kv = MemoryKv::new();
+        let index = DueIndex::new(&kv);
+        let users: Vec<String> = (0..200)
+            .map(|i| format!("u{i}"))
+            .filter(|u| shard_of(u) == 5)
+            .collect();
+        for user in &users {
+            index.schedule(user, 11 * MINUTE_MS, 0).expect("schedule");
+        }
+        let first = index.pending(5, 11).expect("pending");
+        assert_eq!((first.done, first.count), (0, users.len() as i64));
+        index.set_progress(5, 11, 4).expect("progress");
+        let rest = index.pending(5, 11).expect("pending");
+        assert_eq!(
+            users_of(&rest),
+            users[4..].iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            index.backlog(13 * MINUTE_MS).expect("backlog"),
+            Backlog {
+                entries: users.len() as i64 - 4,
+                oldest_minute: Some(11)
+            }
+        );
+        index.clear(5, 11).expect("clear");
+        assert!(
+            kv.keys().iter().all(|k| !k.starts_with("due/s5/11/")),
             "{:?}",
             kv.keys()
         );
-        assert_eq!(index.has_entries(11), Ok(false), "a cleared minute is done");
-        index.set_cursor(12).expect("cursor");
-        assert_eq!(index.cursor(), Ok(Some(12)));
-    }
-
-    #[test]
-    fn claim_of_a_dead_holder_expires_after_at_most_two_windows() {
-        let kv = MemoryKv::new();
-        let index = DueIndex::new(&kv);
-        index.schedule("a", 11 * MINUTE_MS, 0).expect("schedule");
-        // Taken at the very start of a window: the longest a claim can live.
-        let taken_at = 20 * CLAIM_WINDOW_MS;
-        let claim = index.claim(11, taken_at).expect("claim").expect("free");
-        assert_eq!(claim.expires_at_ms(), taken_at + 2 * CLAIM_WINDOW_MS);
-        assert!(claim.work_until_ms() > taken_at + CLAIM_WINDOW_MS);
-        // Its holder dies here. The next window still respects it; the one after does not.
-        assert_eq!(index.claim(11, taken_at + CLAIM_WINDOW_MS), Ok(None));
-        assert_eq!(index.claim(11, claim.expires_at_ms() - 1), Ok(None));
-        let again = index
-            .claim(11, claim.expires_at_ms())
-            .expect("claim")
-            .expect("expired claims can be taken");
-        assert_eq!(index.entries(11), Ok(vec!["a".to_owned()]), "entries kept");
-        index.clear(&again).expect("clear");
-        assert!(
-            kv.keys().iter().all(|k| !k.starts_with("due/11/")),
-            "the dead holder's claim key is collected too: {:?}",
-            kv.keys()
+        assert_eq!(
+            index.has_entries(5, 11),
+            Ok(false),
+            "a cleared minute is done"
         );
-    }
-
-    #[test]
-    fn claim_taken_late_in_a_window_still_lives_a_full_window() {
-        let kv = MemoryKv::new();
-        let index = DueIndex::new(&kv);
-        index.schedule("a", 11 * MINUTE_MS, 0).expect("schedule");
-        let taken_at = 21 * CLAIM_WINDOW_MS - 1;
-        let claim = index.claim(11, taken_at).expect("claim").expect("free");
-        assert_eq!(claim.expires_at_ms() - taken_at, CLAIM_WINDOW_MS + 1);
-        assert_eq!(index.claim(11, taken_at + 2), Ok(None));
-    }
-
-    #[test]
-    fn released_claim_can_be_taken_at_once() {
-        let kv = MemoryKv::new();
-        let index = DueIndex::new(&kv);
-        index.schedule("a", 11 * MINUTE_MS, 0).expect("schedule");
-        let now = 13 * MINUTE_MS;
-        let claim = index.claim(11, now).expect("claim").expect("free");
-        index.release(&claim).expect("release");
-        assert!(index.claim(11, now + 1).expect("claim").is_some());
+        assert_eq!(index.backlog(13 * MINUTE_MS).expect("backlog").entries, 0);
+        index.set_cursor(5, 12).expect("cursor");
+        assert_eq!(index.cursors().expect("cursors")[5], Some(12));
     }
 
     #[test]
@@ -527,34 +723,47 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Walkers that stop after any number of slots (budget spent, death after recording progress)
+        /// and come back later find every scheduled entry, none twice.
         #[test]
-        fn every_scheduled_user_is_found_in_exactly_one_walk(
-            schedules in proptest::collection::vec((0usize..20, 0i64..120), 1..60)
+        fn every_scheduled_entry_is_handled_once_however_the_walks_are_cut(
+            schedules in proptest::collection::vec((0usize..40, 0i64..30), 1..120),
+            cuts in proptest::collection::vec(1usize..8, 1..40),
         ) {
             let kv = MemoryKv::new();
             let index = DueIndex::new(&kv);
             let now = 1_000 * MINUTE_MS;
-            let mut expected = std::collections::BTreeSet::new();
+            let mut expected = std::collections::BTreeMap::<(u32, i64), usize>::new();
             for (user, offset_min) in &schedules {
-                let minute = index.schedule(&format!("u{user}"), now + offset_min * MINUTE_MS, now).expect("schedule");
+                let user = format!("u{user}");
+                let minute = index.schedule(&user, now + offset_min * MINUTE_MS, now).expect("schedule");
                 proptest::prop_assert!(minute > minute_of(now));
-                expected.insert((minute, format!("u{user}")));
+                *expected.entry((shard_of(&user), minute)).or_default() += 1;
             }
-            let mut found = std::collections::BTreeSet::new();
-            for minute in minute_of(now)..=minute_of(now) + 121 {
-                let walk_at = (minute + 2) * MINUTE_MS;
-                if !index.has_entries(minute).expect("exists") {
-                    continue;
-                }
-                if let Some(claim) = index.claim(minute, walk_at).expect("claim") {
-                    for user in index.entries(minute).expect("entries") {
-                        proptest::prop_assert!(found.insert((minute, user)), "no duplicates within a minute");
+            let walk_at = now + 40 * MINUTE_MS;
+            let mut handled = std::collections::BTreeMap::<(u32, i64), usize>::new();
+            let mut cuts = cuts.into_iter().cycle();
+            for shard in 0..SHARDS {
+                // Walk each shard with walkers that each handle only `cut` slots, then record progress.
+                while let Some(minute) = (minute_of(now)..minute_of(walk_at))
+                    .find(|m| index.has_entries(shard, *m).expect("exists"))
+                {
+                    let claim = index.claim(shard, walk_at).expect("claim").expect("free");
+                    let pending = index.pending(shard, minute).expect("pending");
+                    let cut = cuts.next().unwrap_or(1);
+                    let taken: Vec<_> = pending.entries.iter().take(cut).collect();
+                    *handled.entry((shard, minute)).or_default() += taken.len();
+                    match taken.last() {
+                        Some((slot, _)) if (*slot) < pending.count => {
+                            index.set_progress(shard, minute, *slot).expect("progress");
+                        }
+                        _ => index.clear(shard, minute).expect("clear"),
                     }
-                    index.clear(&claim).expect("clear");
+                    index.release(&claim).expect("release");
                 }
-                proptest::prop_assert!(!index.has_entries(minute).expect("exists again"));
             }
-            proptest::prop_assert_eq!(found, expected);
+            proptest::prop_assert_eq!(handled, expected);
+            proptest::prop_assert_eq!(index.backlog(walk_at).expect("backlog").entries, 0);
         }
     }
 }

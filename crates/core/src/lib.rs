@@ -25,6 +25,7 @@ pub mod clock;
 pub mod due;
 pub mod edge;
 pub mod env;
+pub mod fleet;
 pub mod fly;
 pub mod ids;
 pub mod kv;

@@ -245,6 +245,9 @@ pub struct InstanceRecord {
     pub next_check_at_ms: Option<i64>,
     /// When a status read last asked Fly about the machine (30 s throttle).
     pub last_live_check_at: Option<i64>,
+    /// When a check last read both the machine and the volume from Fly (due checks in between may
+    /// rely on the fleet listing; `lifecycle::reconcile`).
+    pub last_full_check_at: Option<i64>,
     /// Per-user Fly app setup progress.
     pub app_setup: AppSetup,
     /// Raw values of fields that failed to decode, kept for forensics; never interpreted.
@@ -304,6 +307,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "lastMetadataRecoveryAt",
     "nextCheckAtMs",
     "lastLiveCheckAt",
+    "lastFullCheckAt",
     "appSetup",
     "_quarantine",
 ];
@@ -394,6 +398,7 @@ impl InstanceRecord {
             last_metadata_recovery_at: decoder.time_field("lastMetadataRecoveryAt"),
             next_check_at_ms: decoder.time_field("nextCheckAtMs"),
             last_live_check_at: decoder.time_field("lastLiveCheckAt"),
+            last_full_check_at: decoder.time_field("lastFullCheckAt"),
             app_setup: decoder.field("appSetup").unwrap_or_default(),
             quarantine: Map::new(),
             extra: Map::new(),

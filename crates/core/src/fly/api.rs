@@ -7,8 +7,8 @@ use super::error::FlyError;
 use super::types::{
     AllocateIpRequest, App, AppList, CreateAppRequest, CreateAppResponse, CreateMachineRequest,
     CreateVolumeRequest, DeleteSecretResponse, ExecRequest, ExecResponse, IpAssignment, Machine,
-    MachineListFilter, SecretInfo, SetSecretResponse, StartMachineResponse, UpdateMachineRequest,
-    Volume, VolumeSnapshot, WaitRequest, WaitResponse,
+    MachineListFilter, OrgMachinePage, OrgMachineQuery, SecretInfo, SetSecretResponse,
+    StartMachineResponse, UpdateMachineRequest, Volume, VolumeSnapshot, WaitRequest, WaitResponse,
 };
 
 /// The Fly Machines API as the control plane uses it.
@@ -29,6 +29,12 @@ pub trait FlyApi {
         app: &str,
         filter: &MachineListFilter,
     ) -> Result<Vec<Machine>, FlyError>;
+    /// `GET /v1/orgs/{org}/machines`: one page of the org-wide listing, oldest `updated_at` first.
+    fn list_org_machines(
+        &self,
+        org_slug: &str,
+        query: &OrgMachineQuery,
+    ) -> Result<OrgMachinePage, FlyError>;
     /// `POST /v1/apps/{app}/machines/{id}` with the whole new config; returns the machine (new `instance_id`).
     fn update_machine(
         &self,

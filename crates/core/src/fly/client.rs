@@ -13,8 +13,9 @@ use super::transport::{HttpRequest, HttpResponse, HttpTransport};
 use super::types::{
     AllocateIpRequest, App, AppList, CreateAppRequest, CreateAppResponse, CreateMachineRequest,
     CreateVolumeRequest, DeleteSecretResponse, ExecRequest, ExecResponse, IpAssignment,
-    IpAssignmentList, Machine, MachineListFilter, SecretInfo, SecretList, SetSecretResponse,
-    StartMachineResponse, UpdateMachineRequest, Volume, VolumeSnapshot, WaitRequest, WaitResponse,
+    IpAssignmentList, Machine, MachineListFilter, OrgMachinePage, OrgMachineQuery, SecretInfo,
+    SecretList, SetSecretResponse, StartMachineResponse, UpdateMachineRequest, Volume,
+    VolumeSnapshot, WaitRequest, WaitResponse,
 };
 
 /// Where and as whom the client talks to Fly.
@@ -113,6 +114,16 @@ impl<T: HttpTransport> FlyApi for FlyClient<T> {
     ) -> Result<Vec<Machine>, FlyError> {
         const CONTEXT: &str = "list_machines";
         let response = self.send(CONTEXT, self.requests.list_machines(app, filter))?;
+        response::json(CONTEXT, &response)
+    }
+
+    fn list_org_machines(
+        &self,
+        org_slug: &str,
+        query: &OrgMachineQuery,
+    ) -> Result<OrgMachinePage, FlyError> {
+        const CONTEXT: &str = "list_org_machines";
+        let response = self.send(CONTEXT, self.requests.list_org_machines(org_slug, query))?;
         response::json(CONTEXT, &response)
     }
 

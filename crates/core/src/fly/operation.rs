@@ -2,9 +2,16 @@
 //! that a host that only sees outbound HTTP (metrics) can count Fly calls by operation. The names are
 //! [`super::FlyRequests`]' method names.
 
-/// `None` for a path outside `/v1/apps` (user traffic through the Fly proxy, say); `other_fly_call`
+/// `None` for a path outside `/v1/apps` and `/v1/orgs` (user traffic through the Fly proxy, say); `other_fly_call`
 /// for a Machines API path this client never builds.
 pub fn operation_of(method: &str, path: &str) -> Option<&'static str> {
+    if let Some(org) = path.strip_prefix("/v1/orgs/") {
+        let segments: Vec<&str> = org.split('/').filter(|s| !s.is_empty()).collect();
+        return Some(match (method, segments.as_slice()) {
+            ("GET", [_, "machines"]) => "list_org_machines",
+            _ => "other_fly_call",
+        });
+    }
     let rest = path.strip_prefix("/v1/apps")?;
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
@@ -73,6 +80,10 @@ mod tests {
                 "create_machine",
             ),
             (fly.get_machine(app, machine), "get_machine"),
+            (
+                fly.list_org_machines("org", &crate::fly::OrgMachineQuery::default()),
+                "list_org_machines",
+            ),
             (
                 fly.list_machines(app, &MachineListFilter::default()),
                 "list_machines",

@@ -14,7 +14,8 @@ use super::error::FlyError;
 use super::transport::{HttpMethod, HttpRequest};
 use super::types::{
     AllocateIpRequest, CreateAppRequest, CreateMachineRequest, CreateVolumeRequest, ExecRequest,
-    MachineListFilter, SetSecretRequest, UpdateMachineRequest, WaitRequest, WaitState,
+    MachineListFilter, OrgMachineQuery, SetSecretRequest, UpdateMachineRequest, WaitRequest,
+    WaitState,
 };
 
 /// Fly's public Machines API.
@@ -106,6 +107,25 @@ impl FlyRequests {
             query.push(("include_deleted".to_owned(), "true".to_owned()));
         }
         self.bare(HttpMethod::Get, &[app, "machines"], &query)
+    }
+
+    pub fn list_org_machines(&self, org_slug: &str, query: &OrgMachineQuery) -> HttpRequest {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        if let Some(updated_after) = &query.updated_after {
+            pairs.push(("updated_after".to_owned(), updated_after.clone()));
+        }
+        if let Some(cursor) = &query.cursor {
+            pairs.push(("cursor".to_owned(), cursor.clone()));
+        }
+        if let Some(limit) = query.limit {
+            pairs.push(("limit".to_owned(), limit.to_string()));
+        }
+        if query.include_deleted {
+            pairs.push(("include_deleted".to_owned(), "true".to_owned()));
+        }
+        let mut request = self.bare(HttpMethod::Get, &[], &[]);
+        request.url = self.url_under("orgs", &[org_slug, "machines"], &pairs);
+        request
     }
 
     pub fn update_machine(
@@ -300,7 +320,12 @@ impl FlyRequests {
 
     /// `{base}/v1/apps/{segments…}?{query}` with every segment and query part encoded.
     fn url(&self, segments: &[&str], query: &[(String, String)]) -> String {
-        let mut url = format!("{}/v1/apps", self.base_url);
+        self.url_under("apps", segments, query)
+    }
+
+    /// `{base}/v1/{collection}/{segments…}?{query}` with every segment and query part encoded.
+    fn url_under(&self, collection: &str, segments: &[&str], query: &[(String, String)]) -> String {
+        let mut url = format!("{}/v1/{collection}", self.base_url);
         for segment in segments {
             url.push('/');
             url.push_str(&encode(segment));

@@ -396,6 +396,36 @@ impl MachineListFilter {
     }
 }
 
+/// Query of `GET /orgs/{org}/machines`, the org-wide listing the reconciler follows for changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgMachineQuery {
+    /// Only machines updated strictly after this RFC 3339 time.
+    pub updated_after: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (Fly allows at most 1,000).
+    pub limit: Option<u32>,
+    /// Also list destroyed machines, so that a client following changes learns of them.
+    pub include_deleted: bool,
+}
+
+/// One page of `GET /orgs/{org}/machines`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrgMachinePage {
+    #[serde(default)]
+    pub machines: Vec<Machine>,
+    /// Present while more pages follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_machine_id: Option<String>,
+    /// `updated_at` of the page's last machine (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_at: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
 /// Body of a 200 from `/start` (docs and fly-go disagree on fields; all optional).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StartMachineResponse {

@@ -79,6 +79,9 @@ pub struct Instances<'a> {
     pub(crate) settings: &'a Settings,
     pub(crate) decryptor: Option<&'a dyn EnvelopeDecryptor>,
     pub(crate) registry: Option<&'a dyn InstanceRegistry>,
+    /// Whether this call's due walk may trust the fleet listing (set by `reconcile_due` after it
+    /// followed the listing; `fleet` module doc).
+    pub(crate) feed_fresh: std::cell::Cell<bool>,
 }
 
 /// The Postgres registry of active instances (`kiloclaw_instances`), which Next.js writes. `start` asks it
@@ -114,6 +117,7 @@ impl<'a> Instances<'a> {
             settings,
             decryptor: None,
             registry: None,
+            feed_fresh: std::cell::Cell::new(false),
         }
     }
 

@@ -16,14 +16,17 @@
 //! 5. Volume: none → create one; recorded but 404 → replace it with an empty one (logged as data loss).
 //! 6. Schedule the next check by status (running 5 min, destroying 1 min, idle 30 min, + 0–60 s jitter).
 //!
-//! Fly errors other than 404 leave the state as it is until the next check; a 429 also ends the current
-//! cron tick early so the whole fleet backs off.
+//! Fly errors other than 404 leave the state as it is until the next check; a 429 defers that instance
+//! (by Fly's `Retry-After` when it is longer than the usual backoff), never the rest of the walk.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::due::{MINUTE_MS, SWEEP_OVERDUE_MS, SWEEP_READ_CHUNK, minute_of};
+use crate::due::{
+    MINUTE_MS, PROGRESS_EVERY, SHARDS, SWEEP_OVERDUE_MS, SWEEP_READ_CHUNK, ShardClaim, minute_of,
+};
+use crate::fleet::{FleetFeed, FollowError, Observation};
 use crate::fly::{Machine, MachineListFilter, MachineState};
 use crate::machine::{METADATA_USER_ID, VOLUME_MOUNT_PATH, mount};
 use crate::record::{InstanceRecord, InstanceState};
@@ -50,13 +53,14 @@ pub struct ReconcileOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DueReport {
-    /// Minutes claimed and finished (cleared).
+    /// Shard-minutes finished (cleared).
     pub minutes: u32,
     /// Instances checked.
     pub checked: u32,
     /// Entries skipped (superseded or unprovisioned).
     pub skipped: u32,
-    /// Entries moved to a later minute (budget spent, rate limited, busy, or a failure to retry soon).
+    /// Entries moved to a later minute (rate limited, busy, or a failure to retry soon). Entries left
+    /// when the budget ends are not moved: they wait in their minute for the next walk.
     pub requeued: u32,
     /// Checks that failed (logged; each one requeued or left in its minute).
     pub errors: u32,
@@ -67,6 +71,8 @@ pub struct DueReport {
     pub swept: u32,
     /// Unwatched instances the sweep put back into the index.
     pub rescued: u32,
+    /// Machines the fleet listing showed in this walk's follow step.
+    pub listed: u32,
 }
 
 /// Entries count as current if their minute is not more than this before the record's next check.
@@ -78,12 +84,13 @@ pub const RETRY_BACKOFF_MS: i64 = 2 * MINUTE_MS;
 /// it finishes; this entry only covers a holder that dies).
 const BUSY_BACKOFF_MS: i64 = MINUTE_MS;
 
-/// What became of one minute of the index.
+/// What became of one minute of a claimed shard.
 enum MinuteOutcome {
-    /// Cleared, or nothing was ever scheduled in it.
+    /// Every slot handled; the minute is cleared.
     Done,
-    /// Held by another walker, or left with entries this walker could neither check nor requeue.
-    Pending,
+    /// The walker stopped (budget spent, claim lost, an entry it could not deal with); its progress is
+    /// recorded and the rest waits for the next walk.
+    Stopped,
 }
 
 impl Instances<'_> {
@@ -134,6 +141,7 @@ impl Instances<'_> {
     ) -> Result<DueReport, LifecycleError> {
         let deadline = self.now() + duration_ms(budget);
         let mut report = DueReport::default();
+        self.follow_fleet(&mut report);
         let walked = self.walk_due(deadline, max_checks, &mut report);
         if let Err(error) = &walked {
             tracing::warn!(tag = "reconcile", reason = "cron", action = "due_walk_aborted", error = %error);
@@ -162,140 +170,202 @@ impl Instances<'_> {
         Ok(report)
     }
 
+    /// One step of following Fly's org-wide listing (`fleet`), then whether this walk may trust it. A
+    /// failure only costs this walk its shortcut: every check then reads Fly.
+    fn follow_fleet(&self, report: &mut DueReport) {
+        let Some(org) = self.settings.fly_org_slug.as_deref() else {
+            // The legacy shared app has no org to list; its checks read Fly.
+            return;
+        };
+        let feed = FleetFeed::new(self.kv);
+        match feed.follow(self.fly, org, self.now()) {
+            Ok(step) => {
+                report.listed += step.listed;
+                if step.followed {
+                    tracing::debug!(
+                        tag = "reconcile",
+                        reason = "cron",
+                        action = "follow_fleet",
+                        pages = step.pages,
+                        listed = step.listed,
+                        written = step.written,
+                        synced = step.synced
+                    );
+                }
+            }
+            Err(error) => {
+                report.rate_limited |=
+                    matches!(&error, FollowError::Fly(fly) if fly.is_rate_limited());
+                tracing::warn!(tag = "reconcile", reason = "cron", action = "follow_fleet_failed", error = %error);
+            }
+        }
+        match feed.state() {
+            Ok(state) => self.feed_fresh.set(FleetFeed::is_fresh(&state, self.now())),
+            Err(error) => {
+                tracing::warn!(tag = "reconcile", reason = "cron", action = "feed_state_unreadable", error = %error);
+            }
+        }
+    }
+
     fn out_of_budget(&self, until_ms: i64, max_checks: u32, report: &DueReport) -> bool {
         // Not a 429: Fly limits each machine (or app) on its own, so a rate-limited check defers
         // that instance only (see `check_due_entry`) and the pass goes on with the others.
         self.now() >= until_ms || report.checked >= max_checks
     }
 
-    /// The walk part of [`Self::reconcile_due`]; moves the cursor up to the first minute not seen done.
+    /// The walk part of [`Self::reconcile_due`]: visits the shards oldest cursor first (ties from a
+    /// random shard, so walkers that start together spread out) until the budget is spent.
     fn walk_due(
         &self,
         deadline: i64,
         max_checks: u32,
         report: &mut DueReport,
     ) -> Result<(), StoreError> {
-        let due = self.due();
         let last_ready = minute_of(self.now()) - 1;
-        let first = due.cursor()?.unwrap_or(last_ready - 60);
-        let mut pending = None;
-        let mut minute = first;
-        let walked = loop {
-            if minute > last_ready || self.out_of_budget(deadline, max_checks, report) {
-                break Ok(());
+        let offset = (self.random.next_u64() % u64::from(SHARDS)) as u32;
+        let mut order: Vec<(i64, u32, u32)> = (0..SHARDS)
+            .zip(self.due().cursors()?)
+            .map(|(shard, cursor)| {
+                let start = cursor.unwrap_or(last_ready - 60);
+                (start, (shard + SHARDS - offset) % SHARDS, shard)
+            })
+            .collect();
+        order.sort_unstable();
+        for (start, _, shard) in order {
+            if self.out_of_budget(deadline, max_checks, report) {
+                break;
             }
-            match self.walk_minute(minute, deadline, max_checks, report) {
-                Ok(MinuteOutcome::Done) => {}
-                Ok(MinuteOutcome::Pending) => {
-                    pending.get_or_insert(minute);
-                }
-                Err(error) => {
-                    pending.get_or_insert(minute);
-                    break Err(error);
-                }
-            }
-            minute += 1;
-        };
-        // Never past a minute that still holds entries: a stale-low cursor costs `exists` calls, a cursor
-        // past a pending minute would lose it.
-        let cursor = pending.unwrap_or(minute);
-        if cursor != first
-            && let Err(error) = due.set_cursor(cursor)
-        {
-            tracing::warn!(tag = "reconcile", reason = "cron", action = "cursor_write_failed", minute = cursor, error = %error);
-            return walked.and(Err(error.into()));
+            self.walk_shard(shard, start, last_ready, deadline, max_checks, report)?;
         }
-        walked
+        Ok(())
     }
 
-    /// Claims, processes and clears one minute.
-    fn walk_minute(
+    /// Walks one shard from `start` up to `last_ready` under a claim, if it has anything ready and nobody
+    /// else holds it.
+    fn walk_shard(
         &self,
+        shard: u32,
+        start: i64,
+        last_ready: i64,
+        deadline: i64,
+        max_checks: u32,
+        report: &mut DueReport,
+    ) -> Result<(), StoreError> {
+        let due = self.due();
+        // Most shards have nothing ready on most ticks: look before claiming.
+        let mut first = start;
+        while first <= last_ready && !due.has_entries(shard, first)? {
+            first += 1;
+        }
+        if first > last_ready {
+            // Minutes up to `last_ready` never receive entries again, so moving past empty ones needs
+            // no claim.
+            if first != start {
+                due.set_cursor(shard, first)?;
+            }
+            return Ok(());
+        }
+        let Some(mut claim) = due.claim(shard, self.now())? else {
+            tracing::info!(
+                tag = "reconcile",
+                reason = "claimed_elsewhere",
+                action = "skip_shard",
+                shard
+            );
+            return Ok(());
+        };
+        let mut minute = first;
+        let walked = loop {
+            if minute > last_ready {
+                break Ok(());
+            }
+            match self.walk_shard_minute(&mut claim, minute, deadline, max_checks, report) {
+                Ok(MinuteOutcome::Done) => minute += 1,
+                Ok(MinuteOutcome::Stopped) => break Ok(()),
+                Err(error) => break Err(error),
+            }
+        };
+        // The first minute not seen done; a stale-low cursor costs `exists` calls, never an entry.
+        let moved = if minute != start {
+            due.set_cursor(shard, minute)
+        } else {
+            Ok(())
+        };
+        if let Err(error) = due.release(&claim) {
+            // It expires by itself within a claim's lifetime.
+            tracing::warn!(tag = "reconcile", reason = "release_failed", action = "keep_claim", shard,
+                expires_at_ms = claim.expires_at_ms(), error = %error);
+        }
+        walked?;
+        moved.map_err(StoreError::from)
+    }
+
+    /// Works through the pending slots of one minute of a claimed shard; clears the minute when all are
+    /// handled, else records how far it got.
+    fn walk_shard_minute(
+        &self,
+        claim: &mut ShardClaim,
         minute: i64,
         deadline: i64,
         max_checks: u32,
         report: &mut DueReport,
     ) -> Result<MinuteOutcome, StoreError> {
         let due = self.due();
-        if !due.has_entries(minute)? {
-            return Ok(MinuteOutcome::Done);
-        }
-        let Some(claim) = due.claim(minute, self.now())? else {
-            tracing::info!(
-                tag = "reconcile",
-                reason = "claimed_elsewhere",
-                action = "skip_minute",
-                minute
-            );
-            return Ok(MinuteOutcome::Pending);
-        };
-        let entries = match due.entries(minute) {
-            Ok(entries) => entries,
-            Err(error) => {
-                self.give_up_claim(&claim, "entries_unreadable");
-                return Err(error.into());
-            }
-        };
-        let until = deadline.min(claim.work_until_ms());
-        let mut complete = true;
-        let mut deferred = 0u32;
-        for (index, user_id) in entries.iter().enumerate() {
-            if self.out_of_budget(until, max_checks, report) {
-                // Out of time (or rate limited): the rest goes to the next minute. If the store refuses
-                // that, the rest simply stays in this minute, which is then walked again.
-                for rest in &entries[index..] {
-                    let now = self.now();
-                    if self.due().schedule(rest, now, now).is_err() {
-                        complete = false;
-                        break;
-                    }
-                    report.requeued += 1;
-                    deferred += 1;
-                }
+        let shard = claim.shard();
+        let pending = due.pending(shard, minute)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut handled = pending.done;
+        let mut unrecorded = 0usize;
+        let mut stopped = None;
+        for (slot, user_id) in &pending.entries {
+            if self.out_of_budget(deadline, max_checks, report) {
+                stopped = Some("budget_spent");
                 break;
             }
-            complete &= self.check_due_entry(user_id, minute, report);
+            if !due.renew(claim, self.now())? {
+                stopped = Some("claim_lost");
+                break;
+            }
+            if !seen.insert(user_id.as_str()) {
+                report.skipped += 1;
+            } else if !self.check_due_entry(user_id, minute, report) {
+                // Neither handled nor requeued: it stays here for the next walk.
+                stopped = Some("entry_not_requeued");
+                break;
+            }
+            handled = *slot;
+            unrecorded += 1;
+            if unrecorded >= PROGRESS_EVERY {
+                due.set_progress(shard, minute, handled)?;
+                unrecorded = 0;
+            }
         }
-        if !complete {
-            tracing::warn!(
+        if let Some(reason) = stopped {
+            if handled > pending.done {
+                due.set_progress(shard, minute, handled)?;
+            }
+            tracing::info!(
                 tag = "reconcile",
-                reason = "entries_not_requeued",
-                action = "keep_minute",
+                reason,
+                action = "leave_minute",
+                shard,
                 minute,
-                entries = entries.len()
+                handled = handled - pending.done,
+                left = pending.count - handled
             );
-            self.give_up_claim(&claim, "entries_not_requeued");
-            return Ok(MinuteOutcome::Pending);
+            return Ok(MinuteOutcome::Stopped);
         }
-        if let Err(error) = due.clear(&claim) {
-            // Entries already handled are superseded by then, so walking the minute again is cheap.
-            self.give_up_claim(&claim, "clear_failed");
-            return Err(error.into());
-        }
+        due.clear(shard, minute)?;
         report.minutes += 1;
         tracing::info!(
             tag = "reconcile",
             reason = "cron",
             action = "minute_done",
+            shard,
             minute,
-            entries = entries.len(),
-            deferred
+            entries = pending.entries.len()
         );
         Ok(MinuteOutcome::Done)
-    }
-
-    /// Releases a claim this walker cannot finish, so the next tick retries the minute at once; if even
-    /// that fails, the claim expires by itself.
-    fn give_up_claim(&self, claim: &crate::due::Claim, reason: &'static str) {
-        let released = self.due().release(claim);
-        tracing::warn!(
-            tag = "reconcile",
-            reason,
-            action = "release_claim",
-            minute = claim.minute(),
-            released = released.is_ok(),
-            expires_at_ms = claim.expires_at_ms()
-        );
     }
 
     /// Checks one due entry. Returns `false` only when the entry could neither be handled nor requeued, so
@@ -348,7 +418,10 @@ impl Instances<'_> {
                 return self.retry_later(user_id, minute, retry, report);
             }
         };
-        match self.run_session(guard, |session| session.reconcile_with_fly("alarm")) {
+        let depth = Depth::Light {
+            feed_fresh: self.feed_fresh.get(),
+        };
+        match self.run_session(guard, |session| session.reconcile_at("alarm", depth)) {
             Ok(outcome) => {
                 report.checked += 1;
                 if outcome.rate_limited {
@@ -497,11 +570,33 @@ impl Instances<'_> {
 }
 
 impl Session<'_, '_> {
-    /// `reconcileWithFly` (see the module doc for the rules and their order).
+    /// `reconcileWithFly` (see the module doc for the rules and their order), reading everything from
+    /// Fly.
     pub(crate) fn reconcile_with_fly(
         &mut self,
         reason: &'static str,
     ) -> Result<ReconcileOutcome, LifecycleError> {
+        self.reconcile_at(reason, Depth::Full)
+    }
+
+    /// `reconcileWithFly` at `depth`: a due check of a healthy instance is light (module doc).
+    fn reconcile_at(
+        &mut self,
+        reason: &'static str,
+        depth: Depth,
+    ) -> Result<ReconcileOutcome, LifecycleError> {
+        let now = self.instances.now();
+        let depth = match depth {
+            Depth::Light { .. }
+                if self
+                    .record()
+                    .last_full_check_at
+                    .is_none_or(|at| now - at >= FULL_CHECK_INTERVAL_MS) =>
+            {
+                Depth::Full
+            }
+            other => other,
+        };
         let mut outcome = ReconcileOutcome {
             checked: true,
             ..ReconcileOutcome::default()
@@ -528,25 +623,44 @@ impl Session<'_, '_> {
             tracing::warn!(tag = "reconcile", reason, action = "app_setup_failed", user_id = %self.user_id(), error = %error);
         }
         self.cleanup_orphans(reason)?;
-        if let Err(error) = self.reconcile_machine(reason) {
-            note(&mut outcome, &error);
-            if let LifecycleError::Store(_) = error {
-                return Err(error);
+        let mut volume_bound = false;
+        let mut failed = false;
+        match self.reconcile_machine(reason, depth) {
+            Ok(bound) => volume_bound = bound,
+            Err(error) => {
+                failed = true;
+                note(&mut outcome, &error);
+                if let LifecycleError::Store(_) = error {
+                    return Err(error);
+                }
+                tracing::warn!(tag = "reconcile", reason, action = "machine_check_failed", user_id = %self.user_id(), error = %error);
             }
-            tracing::warn!(tag = "reconcile", reason, action = "machine_check_failed", user_id = %self.user_id(), error = %error);
         }
-        if let Err(error) = self.reconcile_volume(reason) {
+        // A volume bound to a machine cannot be deleted (Fly refuses while it is attached), so a light
+        // check takes the machine's mount as proof the volume is there; a full check reads it anyway.
+        let skip_volume = volume_bound && depth != Depth::Full;
+        if !skip_volume && let Err(error) = self.reconcile_volume(reason) {
+            failed = true;
             note(&mut outcome, &error);
             if let LifecycleError::Store(_) = error {
                 return Err(error);
             }
             tracing::warn!(tag = "reconcile", reason, action = "volume_check_failed", user_id = %self.user_id(), error = %error);
         }
+        if depth == Depth::Full && !failed {
+            self.commit(|r| r.last_full_check_at = Some(now))?;
+        }
         outcome.status = self.record().status.map(|s| s.as_str().to_owned());
         Ok(outcome)
     }
 
-    fn reconcile_machine(&mut self, reason: &'static str) -> Result<(), LifecycleError> {
+    /// Checks the machine; returns whether it mounts the recorded volume (so the volume is bound and
+    /// cannot have been deleted).
+    fn reconcile_machine(
+        &mut self,
+        reason: &'static str,
+        depth: Depth,
+    ) -> Result<bool, LifecycleError> {
         let Some(machine_id) = self.record().fly_machine_id.clone() else {
             self.attempt_metadata_recovery(reason)?;
             // Recorded as running with no machine (an operation failed after retiring it, e.g. a
@@ -559,22 +673,63 @@ impl Session<'_, '_> {
                 let now = self.instances.now();
                 self.commit(|r| mark_stopped(r, now))?;
             }
-            return Ok(());
+            return Ok(false);
         };
+        if let Depth::Light { feed_fresh: true } = depth
+            // An unreadable observation only costs the shortcut.
+            && let Ok(Some(observation)) = FleetFeed::new(self.instances.kv).observation(&machine_id)
+            && self.observation_confirms(&observation)
+        {
+            // The listing shows the machine as the record says: nothing to ask Fly.
+            tracing::debug!(tag = "reconcile", reason, action = "confirmed_by_listing", user_id = %self.user_id(),
+                machine_id = %machine_id, state = %observation.state);
+            return Ok(true);
+        }
         let app = self.app_name()?;
         let machine = match self.instances.fly.get_machine(&app, &machine_id) {
             Ok(machine) => machine,
             Err(error) if error.is_not_found() => {
-                return self.handle_machine_gone(reason, &machine_id);
+                self.handle_machine_gone(reason, &machine_id)?;
+                return Ok(false);
             }
             Err(error) => return Err(LifecycleError::fly("get machine", error)),
         };
         self.sync_status(reason, &machine)?;
         match self.repair_mount(&machine, reason) {
             Err(LifecycleError::Fly { source, .. }) if source.is_not_found() => {
-                self.handle_machine_gone(reason, &machine_id)
+                self.handle_machine_gone(reason, &machine_id)?;
+                Ok(false)
             }
-            other => other,
+            Err(error) => Err(error),
+            Ok(()) => Ok(!machine.state.is_gone()
+                && self
+                    .record()
+                    .fly_volume_id
+                    .as_deref()
+                    .is_some_and(|volume| Observation::of(&machine).mounts(volume))),
+        }
+    }
+
+    /// Whether `observation` shows the machine as the record already has it: started and mounting the
+    /// volume for a running instance without a pending fail count, not running for a stopped one. Only
+    /// then may a light check skip Fly (the `fleet` module doc).
+    fn observation_confirms(&self, observation: &Observation) -> bool {
+        let record = self.record();
+        let Some(volume) = record.fly_volume_id.as_deref() else {
+            return false;
+        };
+        if !observation.mounts(volume) {
+            return false;
+        }
+        match record.status {
+            Some(InstanceState::Running) => {
+                observation.state == MachineState::Started && record.health_check_fail_count == 0
+            }
+            Some(InstanceState::Stopped | InstanceState::Provisioned) => matches!(
+                observation.state,
+                MachineState::Stopped | MachineState::Created | MachineState::Suspended
+            ),
+            _ => false,
         }
     }
 
@@ -588,7 +743,12 @@ impl Session<'_, '_> {
         self.commit(|r| {
             r.fly_machine_id = None;
             mark_stopped(r, now);
-        })
+        })?;
+        // The record no longer names it; a failure leaves a few bytes that nothing reads.
+        if let Err(error) = FleetFeed::new(self.instances.kv).forget(machine_id) {
+            tracing::warn!(tag = "reconcile", reason, action = "forget_observation_failed", machine_id, error = %error);
+        }
+        Ok(())
     }
 
     /// `syncStatusWithFly`.
@@ -794,6 +954,25 @@ pub fn select_recovery_candidate(machines: &[Machine]) -> Option<&Machine> {
                 .then_with(|| b.updated_at.cmp(&a.updated_at))
         })
 }
+
+/// How much of Fly a check reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    /// Machine and volume from Fly (explicit reconciles, live checks, and every due check once per
+    /// [`FULL_CHECK_INTERVAL_MS`]).
+    Full,
+    /// A due check: the machine from the fleet listing when it is fresh and confirms the record, else from
+    /// Fly; the volume only when the machine does not mount it.
+    Light {
+        /// Whether the fleet listing was followed recently enough to trust (`fleet::FleetFeed::is_fresh`).
+        feed_fresh: bool,
+    },
+}
+
+/// How often a due check reads the machine and the volume from Fly even when the fleet listing vouches
+/// for them: a backstop for changes the listing might not show (an order Fly does not promise, a lost
+/// volume on a failed host). Twelve running checks in an hour make one full check.
+pub const FULL_CHECK_INTERVAL_MS: i64 = 60 * MINUTE_MS;
 
 /// Why and when a due entry is tried again after a failure.
 struct Retry<'e> {

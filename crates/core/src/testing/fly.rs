@@ -18,9 +18,9 @@ use super::Stall;
 use crate::fly::{
     AllocateIpRequest, App, AppList, CreateAppRequest, CreateAppResponse, CreateMachineRequest,
     CreateVolumeRequest, DeleteSecretResponse, ExecRequest, ExecResponse, FlyApi, FlyError,
-    IpAssignment, Machine, MachineListFilter, MachineState, SecretInfo, SetSecretResponse,
-    StartMachineResponse, TransportError, TransportErrorKind, UpdateMachineRequest, Volume,
-    VolumeSnapshot, WaitRequest, WaitResponse, WaitState,
+    IpAssignment, Machine, MachineListFilter, MachineState, OrgMachinePage, OrgMachineQuery,
+    SecretInfo, SetSecretResponse, StartMachineResponse, TransportError, TransportErrorKind,
+    UpdateMachineRequest, Volume, VolumeSnapshot, WaitRequest, WaitResponse, WaitState,
 };
 
 /// Where a stalled Fly call waits (see [`FakeFly::stall_next`]).
@@ -39,6 +39,7 @@ pub enum FlyCall {
     CreateMachine,
     GetMachine,
     ListMachines,
+    ListOrgMachines,
     UpdateMachine,
     StartMachine,
     StopMachine,
@@ -105,6 +106,12 @@ struct State {
     /// Destroy as real Fly does: the machine is `destroying` (its volume still bound) until a wait
     /// for `destroyed` sees it finish.
     asynchronous_destroy: bool,
+    /// Changes stamped so far: every change gets the next second after 2026-01-01 as `updated_at`.
+    changes: i64,
+    /// Each machine as last stamped, by id, with its app (to notice changes and disappearances).
+    stamped: HashMap<String, (String, Machine)>,
+    /// Machines that disappeared, as the org listing shows them with `include_deleted`.
+    tombstones: HashMap<String, (String, Machine)>,
 }
 
 /// The fake Fly API. `Sync`, so tests may share it between threads.
@@ -247,6 +254,7 @@ impl FakeFly {
         {
             machine.state = state;
         }
+        self.lock().stamp_changes();
     }
 
     /// Machines whose next start/update leaves them where they are (so a wait for `started` times out).
@@ -261,9 +269,11 @@ impl FakeFly {
 
     /// Removes a machine behind the control plane's back.
     pub fn remove_machine(&self, app: &str, machine_id: &str) {
-        if let Some(a) = self.lock().apps.get_mut(app) {
+        let mut state = self.lock();
+        if let Some(a) = state.apps.get_mut(app) {
             a.machines.remove(machine_id);
         }
+        state.stamp_changes();
     }
 
     /// Removes a volume behind the control plane's back.
@@ -394,6 +404,9 @@ impl std::ops::DerefMut for CallState<'_> {
 
 impl Drop for CallState<'_> {
     fn drop(&mut self) {
+        if let Some(state) = self.state.as_mut() {
+            state.stamp_changes();
+        }
         drop(self.state.take());
         if let Some(stall) = self.after.take() {
             stall.hold();
@@ -401,7 +414,50 @@ impl Drop for CallState<'_> {
     }
 }
 
+/// `updated_at` of the `change`-th change: one second apart from 2026-01-01T00:00:00Z.
+fn change_time(change: i64) -> String {
+    let rfc3339 = time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(1_767_225_600 + change)
+        .ok()
+        .and_then(|at| at.format(&rfc3339).ok())
+        .unwrap_or_default()
+}
+
 impl State {
+    /// Gives every machine that changed since the last call a new `updated_at`, and a tombstone to every
+    /// machine that disappeared, as Fly's org listing shows them.
+    fn stamp_changes(&mut self) {
+        let mut present = BTreeSet::new();
+        for (app_name, app) in &mut self.apps {
+            for (id, machine) in &mut app.machines {
+                present.insert(id.clone());
+                let changed = self.stamped.get(id).is_none_or(|(_, old)| {
+                    old.state != machine.state || old.config != machine.config
+                });
+                if changed {
+                    self.changes += 1;
+                    machine.updated_at = change_time(self.changes);
+                    self.stamped
+                        .insert(id.clone(), (app_name.clone(), machine.clone()));
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .stamped
+            .keys()
+            .filter(|id| !present.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some((app, mut machine)) = self.stamped.remove(&id) {
+                self.changes += 1;
+                machine.state = MachineState::Destroyed;
+                machine.updated_at = change_time(self.changes);
+                self.tombstones.insert(id, (app, machine));
+            }
+        }
+    }
+
     fn error_after_effect(&mut self, call: FlyCall) -> Result<(), FlyError> {
         match self
             .injected_after_effect
@@ -567,6 +623,55 @@ impl FlyApi for FakeFly {
             })
             .cloned()
             .collect())
+    }
+
+    fn list_org_machines(
+        &self,
+        org_slug: &str,
+        query: &OrgMachineQuery,
+    ) -> Result<OrgMachinePage, FlyError> {
+        let state = self.begin(
+            FlyCall::ListOrgMachines,
+            format!("{org_slug} {:?} {:?}", query.updated_after, query.cursor),
+        )?;
+        let in_org = |app: &str| state.apps.get(app).is_some_and(|a| a.org == org_slug);
+        let live = state
+            .apps
+            .values()
+            .filter(|a| a.org == org_slug)
+            .flat_map(|a| a.machines.values())
+            .filter(|m| query.include_deleted || !m.state.is_gone());
+        let dead = state
+            .tombstones
+            .values()
+            .filter(|(app, _)| query.include_deleted && in_org(app))
+            .map(|(_, m)| m);
+        let after = query.updated_after.as_deref().unwrap_or("");
+        let cursor = query
+            .cursor
+            .as_deref()
+            .and_then(|c| c.split_once('|'))
+            .unwrap_or(("", ""));
+        let mut machines: Vec<Machine> = live
+            .chain(dead)
+            .filter(|m| m.updated_at.as_str() > after)
+            .filter(|m| (m.updated_at.as_str(), m.id.as_str()) > cursor)
+            .cloned()
+            .collect();
+        machines.sort_by(|a, b| (&a.updated_at, &a.id).cmp(&(&b.updated_at, &b.id)));
+        let limit = query.limit.unwrap_or(100) as usize;
+        let more = machines.len() > limit;
+        machines.truncate(limit);
+        let last = machines.last();
+        Ok(OrgMachinePage {
+            next_cursor: more
+                .then(|| last.map(|m| format!("{}|{}", m.updated_at, m.id)))
+                .flatten(),
+            last_machine_id: last.map(|m| m.id.clone()),
+            last_updated_at: last.map(|m| m.updated_at.clone()),
+            machines,
+            ..OrgMachinePage::default()
+        })
     }
 
     fn update_machine(

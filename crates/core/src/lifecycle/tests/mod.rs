@@ -1785,17 +1785,16 @@ fn live_status_checks_and_user_calls_between_two_checks_append_no_due_entry() {
 }
 
 #[test]
-fn reconcile_due_overlapping_ticks_do_not_process_a_minute_twice() {
+fn reconcile_due_overlapping_ticks_do_not_process_a_shard_twice() {
     let world = World::new();
     world.running();
     world.clock.advance(Duration::from_secs(7 * 60));
     let due = crate::due::DueIndex::new(&world.kv);
-    let minute = crate::due::minute_of(world.record().next_check_at_ms.expect("next"));
     assert!(
-        due.claim(minute, world.clock.now_ms())
+        due.claim(crate::due::shard_of(USER), world.clock.now_ms())
             .expect("claim")
             .is_some(),
-        "another tick claims the minute first"
+        "another tick claims the user's shard first"
     );
     let report = world
         .instances()
@@ -1805,7 +1804,7 @@ fn reconcile_due_overlapping_ticks_do_not_process_a_minute_twice() {
 }
 
 #[test]
-fn reconcile_due_requeues_what_the_budget_does_not_cover() {
+fn reconcile_due_leaves_what_the_budget_does_not_cover_for_the_next_walk() {
     let world = World::new();
     for user in ["u1", "u2", "u3"] {
         world.provision_with_next_check(user, Some(0));
@@ -1816,7 +1815,11 @@ fn reconcile_due_requeues_what_the_budget_does_not_cover() {
         .reconcile_due(Duration::from_secs(30), 1)
         .expect("walk");
     assert_eq!(report.checked, 1);
-    assert_eq!(report.requeued, 2);
+    assert_eq!(report.requeued, 0, "nothing is copied: {report:?}");
+    let backlog = crate::due::DueIndex::new(&world.kv)
+        .backlog(world.clock.now_ms())
+        .expect("backlog");
+    assert_eq!(backlog.entries, 2, "the rest waits where it is");
     world.clock.advance(Duration::from_secs(2 * 60));
     let report = world
         .instances()

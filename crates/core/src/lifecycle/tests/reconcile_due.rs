@@ -9,7 +9,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::kv::{CasOutcome, KeyValue, KeyValues, KvError};
-use crate::testing::KvOp;
 
 use super::*;
 
@@ -94,17 +93,13 @@ impl KeyValue for FaultyKv<'_> {
     }
 }
 
-/// A due-index slot key `due/{minute}/{slot}` (not the count, claim or cursor keys).
+/// A due-index slot key `due/s{shard}/{minute}/{slot}` (not the count, progress, claim or cursor keys).
 fn is_slot_key(key: &str) -> bool {
-    let mut parts = key.split('/');
-    parts.next() == Some("due")
-        && parts
-            .next()
-            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit() || c == '-'))
-        && parts
-            .next()
-            .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-        && parts.next().is_none()
+    let numeric =
+        |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit() || c == '-');
+    let parts: Vec<&str> = key.split('/').collect();
+    matches!(parts.as_slice(), ["due", shard, minute, slot]
+        if shard.strip_prefix('s').is_some_and(numeric) && numeric(minute) && numeric(slot))
 }
 
 impl World {
@@ -161,10 +156,10 @@ fn assert_requeued_at_the_backoff(world: &World, report: &DueReport) {
     assert_eq!(world.ticks(3), 1, "checked again after the backoff");
 }
 
-// ---------- a claimed minute is never lost ----------
+// ---------- a claimed shard is never lost ----------
 
 #[test]
-fn due_minute_claimed_by_a_walker_that_died_is_walked_again_once_the_claim_expires() {
+fn due_shard_claimed_by_a_walker_that_died_is_walked_again_once_the_claim_expires() {
     let world = World::with_a_due_check();
     // The walker claims the minute, starts checking the user and dies there.
     let dying = FaultyKv::new(&world.kv, Fault::Die, |_, key| key == record_key(USER));
@@ -176,7 +171,7 @@ fn due_minute_claimed_by_a_walker_that_died_is_walked_again_once_the_claim_expir
     assert_eq!(
         world.ticks(3),
         1,
-        "the claim expires within two minutes and the user is checked once"
+        "the claim expires within a claim TTL and the user is checked once"
     );
 }
 
@@ -209,8 +204,11 @@ fn failed_record_read_requeues_the_instance_at_a_short_backoff() {
 #[test]
 fn failed_lease_attempt_requeues_the_instance_at_a_short_backoff() {
     let world = World::with_a_due_check();
-    world.kv.fail_next(KvOp::Cas, 1);
-    let report = world.tick();
+    let flaky = FaultyKv::new(&world.kv, Fault::Once, |operation, key| {
+        operation == "cas" && key == record_key(USER)
+    });
+    let report = world.tick_through(&flaky).expect("tick");
+    assert!(flaky.tripped.load(Ordering::SeqCst), "the fault was hit");
     assert_requeued_at_the_backoff(&world, &report);
 }
 
