@@ -4,7 +4,8 @@
 //! | Method | Path | Body / effect |
 //! |---|---|---|
 //! | GET | `/_sim/state` | everything that exists: apps, machines, volumes, hosts (free memory), faults |
-//! | GET, DELETE | `/_sim/requests` | the Machines API request log (operation, status, fault) / clear it |
+//! | GET, DELETE | `/_sim/requests` | the Machines API request log (operation, status, fault; the latest 10,000 requests) / clear it |
+//! | GET, DELETE | `/_sim/stats` | `{"requests": {"<operation>": {"<status>": count}}}`: every Machines API request counted by the request log's operation names (`unknown` for unrouted paths) / reset |
 //! | GET, POST, DELETE | `/_sim/faults` | list / add a [`FaultRule`] (returns `{"id"}`) / clear all |
 //! | DELETE | `/_sim/faults/{id}` | remove one rule |
 //! | PUT, DELETE | `/_sim/chaos` | set / clear the seeded [`ChaosProfile`] |
@@ -15,7 +16,8 @@
 //! | PUT | `/_sim/regions/{code}` | `{"memory_mb": n}`: RAM of every host in the region |
 //! | POST | `/_sim/apps` | `{"name", "org_slug"}`: create an app without the API |
 //! | POST | `/_sim/machines/{id}/exit` | `{"exit_code"?}`: the machine's process exits (→ `stopped`) |
-//! | DELETE | `/_sim/machines/{id}` | lose the machine out of band (404 from then on) |
+//! | POST | `/_sim/fleet` | `{"org_slug", "region"?, "instances": [{"app", "user_id", "state": "started"\|"stopped", "image"?, "metadata_key"?}]}`: seed apps, volumes and machines in bulk ([`crate::fleet`]) → 200 `{"instances": [{"app", "user_id", "machine_id", "volume_id"}]}` in input order |
+//! | DELETE | `/_sim/machines/{id}` | lose the machine out of band (404 from then on; a `destroyed` tombstone in the org listing with `include_deleted=true`) |
 //! | DELETE | `/_sim/volumes/{id}` | lose the volume and its data out of band |
 //! | POST | `/_sim/volumes/{id}/snapshots` | take a snapshot |
 
@@ -25,7 +27,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -37,7 +39,8 @@ use crate::api::{json_response, parse_body, parse_optional_body};
 use crate::config::Delays;
 use crate::error::{ApiError, ApiResult};
 use crate::faults::{ChaosProfile, FaultRule};
-use crate::sim::{RequestRecord, SimState};
+use crate::fleet::{FleetSeed, SeededInstance};
+use crate::sim::{RequestRecord, RequestStats, SimState};
 use crate::state::{DataEffects, World};
 
 /// In-process control of a running simulator.
@@ -54,9 +57,11 @@ impl SimAdmin {
     /// Everything that exists, as JSON (the body of `GET /_sim/state`).
     pub fn state(&self) -> Value {
         let mut state = self.sim.read(|world| {
+            let counts = world.app_counts();
             json!({
                 "apps": world.apps.values().map(|a| {
-                    let mut view = serde_json::to_value(world.app_view(a)).unwrap_or(Value::Null);
+                    let count = counts.get(a.name.as_str()).copied().unwrap_or_default();
+                    let mut view = serde_json::to_value(World::app_view_counted(a, count)).unwrap_or(Value::Null);
                     view["secrets_version"] = json!(a.secrets_version);
                     view["secret_names"] = json!(a.secrets.keys().collect::<Vec<_>>());
                     view["ips"] = json!(a.ips);
@@ -178,19 +183,12 @@ impl SimAdmin {
     }
 
     /// The machine vanishes out of band; every call about it answers 404.
+    /// The org listing with `include_deleted=true` still shows it, as `destroyed`, for
+    /// [`Delays::destroyed_retention`] (see [`crate::state::LostMachine`]).
     pub fn lose_machine(&self, machine_id: &str) -> Result<(), ApiError> {
-        self.sim.write(|world| {
-            let machine = world
-                .machines
-                .remove(machine_id)
-                .ok_or_else(ApiError::machine_not_found)?;
-            for volume in world.volumes.values_mut() {
-                if volume.attached_machine_id.as_deref() == Some(machine.id.as_str()) {
-                    volume.attached_machine_id = None;
-                }
-            }
-            Ok(())
-        })
+        let retention = self.sim.delays().destroyed_retention;
+        self.sim
+            .write(|world| world.lose_machine(machine_id, retention))
     }
 
     /// The volume and its data vanish out of band.
@@ -232,7 +230,24 @@ impl SimAdmin {
     pub fn clear_requests(&self) {
         self.sim.clear_requests();
     }
+
+    /// Machines API requests by operation and status, since the start or the last reset.
+    pub fn request_stats(&self) -> RequestStats {
+        self.sim.request_stats()
+    }
+
+    pub fn clear_request_stats(&self) {
+        self.sim.clear_request_stats();
+    }
+
+    /// Seeds apps, volumes and machines in bulk (see [`crate::fleet`]); all or nothing.
+    pub fn seed_fleet(&self, seed: &FleetSeed) -> Result<Vec<SeededInstance>, ApiError> {
+        self.sim.write(|world| world.seed_fleet(seed))
+    }
 }
+
+/// Room for a fleet of 100,000+ instances in one request (axum's default is 2 MB).
+const FLEET_BODY_LIMIT: usize = 256 * 1024 * 1024;
 
 type Admin = State<SimAdmin>;
 
@@ -266,6 +281,20 @@ pub fn router(admin: SimAdmin) -> Router {
         .route("/_sim/hosts/{zone}", put(set_host))
         .route("/_sim/regions/{code}", put(set_region))
         .route("/_sim/apps", post(create_app))
+        .route(
+            "/_sim/stats",
+            get(
+                |State(a): Admin| async move { axum::Json(json!({"requests": a.request_stats()})) },
+            )
+            .delete(|State(a): Admin| async move {
+                a.clear_request_stats();
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            "/_sim/fleet",
+            post(seed_fleet).layer(DefaultBodyLimit::max(FLEET_BODY_LIMIT)),
+        )
         .route("/_sim/machines/{id}/exit", post(exit_machine))
         .route("/_sim/machines/{id}", delete(lose_machine))
         .route("/_sim/volumes/{id}", delete(lose_volume))
@@ -405,6 +434,16 @@ async fn exit_machine(
     let exit: Exit = parse_optional_body(&body)?;
     admin.exit_machine(&id, exit.exit_code)?;
     Ok(done())
+}
+
+async fn seed_fleet(State(admin): Admin, body: Bytes) -> ApiResult<Response> {
+    let seed: FleetSeed = parse_body(&body)?;
+    let instances = admin.seed_fleet(&seed)?;
+    tracing::info!(tag = "flysim", action = "seed_fleet", org = %seed.org_slug, instances = instances.len());
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"instances": instances}),
+    ))
 }
 
 async fn lose_machine(State(admin): Admin, Path(id): Path<String>) -> ApiResult<Response> {

@@ -28,8 +28,14 @@
 //!   delete (`force`/`kill`; 412 on a running machine without it), wait (`state` lists incl. `settled`,
 //!   `timeout` 1–60 s else 400, `instance_id`/`version` required for `stopped`, 408 with Fly's text),
 //!   exec (a few commands, see [`exec`]), events (newest first).
+//! - Org-wide machine listing `GET /v1/orgs/{org}/machines` (`cursor`, `limit` ≤ 1000, `updated_after`,
+//!   `state`, `region`, `summary`, `include_deleted`), ordered and paged by (`updated_at`, `id`); every
+//!   state change bumps `updated_at` (seconds). An org is only its apps' `org_slug`: an org without apps
+//!   lists nothing (200). `error_regions` is always empty. See `api/orgs.rs`.
 //! - Lifecycle `created → starting → started → stopping → stopped → destroying → destroyed` with
-//!   configurable [`Delays`]; destroyed machines stay visible for a while, then 404.
+//!   configurable [`Delays`]; destroyed machines stay visible for a while, then 404. Lost machines
+//!   answer 404 at once but leave a `destroyed` tombstone in the org listing (`include_deleted=true`)
+//!   for the same while.
 //! - Volumes: list, create (single region, name rule, size 1–500, `source_volume_id` fork copying the
 //!   data directory, `compute` placement hint, `snapshot_retention`), get, delete (412 while bound, soft
 //!   delete to `pending_destroy`, purged later), snapshots (list, create). One machine per volume; the
@@ -38,6 +44,7 @@
 //!   create with a volume on a full host → 412 `insufficient resources to create new machine with
 //!   existing volume 'vol_…'`; start/update on a full host → 409 `aborted: could not reserve resource for
 //!   machine: insufficient memory available to fulfill request`; a full region → 412 `insufficient_capacity`.
+//!   Machines seeded in bulk ([`fleet`]) are exempt from capacity accounting.
 //! - Apps: create (`app_name` or `name`, `org_slug`, `network`; 422 `name_taken`, 422 invalid name), list
 //!   by org, get, delete (202, cascades to machines, volumes and their data), IP assignments.
 //! - Secrets: set one (201) / many, unset, list, get (`show_secrets`), an increasing version that gates
@@ -45,8 +52,10 @@
 //!   and `KILOCLAW_ENC_*` values are decrypted with `KILOCLAW_ENV_KEY` as the image does ([`image`]); a
 //!   machine whose environment cannot be decrypted stops right after booting (exit code 1).
 //! - Auth: `Bearer X`, `FlyV1 X`, `Bearer FlyV1 X`; 401 `{"error":"invalid token"}`.
-//! - Rate limits (off by default): 1 req/s burst 3 per action and machine/app, gets 5 req/s burst 10,
-//!   app deletions 100/min; 429 with `Retry-After: 1`.
+//! - Rate limits (off by default): 1 req/s burst 3 per action and machine/app (the org listing per org),
+//!   gets 5 req/s burst 10, app deletions 100/min; 429 with `Retry-After: 1`.
+//! - Observation: a request log of the latest 10,000 Machines API requests and per-operation/status
+//!   counters ([`admin`]); bulk fleet seeding for benchmarks ([`fleet`]).
 //! - Proxy and gateway stand-in: see [`proxy`] and [`gateway`]; `fly-request-id` on every response.
 //! - Faults: per-endpoint errors, latency, hung requests, capacity, errors after the effect, lost machines
 //!   and volumes, a process exit, and a seeded random profile ([`faults`]).
@@ -55,7 +64,8 @@
 //! # Not modelled
 //!
 //! Leases and nonces, suspend/resume, restart/signal, cordon, metadata endpoints, machine versions
-//! listing, `from_event_id`, `/ps`, org-wide listings, volume extend/update, fork states
+//! listing, `from_event_id`, `/ps`, org-wide volume listing, org membership (orgs are not objects of
+//! their own), `summary` on the per-app machine listing, volume extend/update, fork states
 //! (`hydrating`), `require_unique_zone`, `fly-replay`, autostop, health checks, TLS, the 6PN network,
 //! real containers or images (any image boots; only the start script's env decryption is modelled, see
 //! [`image`]), the rest of OpenClaw's protocol after the handshake (frames are echoed).
@@ -75,6 +85,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod faults;
+pub mod fleet;
 pub mod gateway;
 mod ids;
 pub mod image;
@@ -101,7 +112,8 @@ use tokio::task::JoinHandle;
 pub use admin::SimAdmin;
 pub use config::{Delays, RegionConfig, SimConfig, default_regions};
 pub use faults::{ChaosProfile, FaultEffect, FaultRule};
-pub use sim::RequestRecord;
+pub use fleet::{FleetSeed, SeedInstance, SeedState, SeededInstance};
+pub use sim::{RequestRecord, RequestStats};
 
 use crate::sim::SimState;
 

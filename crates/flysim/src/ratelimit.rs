@@ -1,7 +1,8 @@
 //! Fly's documented rate limits as token buckets: each action 1 req/s with bursts of 3 per machine (or
 //! per app for app-level calls), Get Machine 5 req/s with bursts of 10, app deletions 100 per minute.
 //! Which identifier an action counts against is unconfirmed; the simulator uses the machine when the
-//! path names one, else the app. Off unless enabled.
+//! path names one, else the app; the org-wide machine listing (`list_org_machines`, 1 req/s burst 3)
+//! counts against the org. Off unless enabled.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! The shared simulator state: the world under one lock, a change signal for `/wait` and the proxy, timed
 //! lifecycle steps, volume directories, the request log and persistence.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,7 +15,13 @@ use crate::persist;
 use crate::ratelimit::RateLimiter;
 use crate::state::{DataEffects, Scheduled, World};
 
+/// The request log is a ring of the latest requests: a benchmark makes millions, and counting them is
+/// what [`SimState::request_stats`] is for.
 const MAX_LOGGED_REQUESTS: usize = 10_000;
+
+/// Requests per operation and status: bounded by the fixed operation names and the statuses seen, not by
+/// the number of requests.
+pub type RequestStats = BTreeMap<&'static str, BTreeMap<u16, u64>>;
 
 /// One Machines API request as the simulator saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,7 +31,7 @@ pub struct RequestRecord {
     pub path: String,
     pub operation: String,
     pub app: Option<String>,
-    /// The machine, volume, secret or IP the path names, if any.
+    /// The machine, volume, secret or IP the path names, if any (the org for an org-wide listing).
     pub target: Option<String>,
     pub status: u16,
     /// The fault rule or chaos decision that shaped the answer, if any (`+after` when Fly did the
@@ -44,6 +50,7 @@ pub struct SimState {
     pub limiter: RateLimiter,
     log: Mutex<VecDeque<RequestRecord>>,
     log_seq: AtomicU64,
+    stats: Mutex<RequestStats>,
     data_root: PathBuf,
     state_dir: Option<PathBuf>,
     persist_lock: Mutex<()>,
@@ -91,6 +98,7 @@ impl SimState {
             limiter: RateLimiter::new(config.rate_limits),
             log: Mutex::new(VecDeque::new()),
             log_seq: AtomicU64::new(0),
+            stats: Mutex::new(BTreeMap::new()),
             data_root,
             state_dir: config.state_dir.clone(),
             persist_lock: Mutex::new(()),
@@ -179,6 +187,23 @@ impl SimState {
                 sim.schedule(follow);
             });
         }
+    }
+
+    /// Counts one answered request (see [`RequestStats`]).
+    pub fn count(&self, operation: &'static str, status: u16) {
+        *lock(&self.stats)
+            .entry(operation)
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    pub fn request_stats(&self) -> RequestStats {
+        lock(&self.stats).clone()
+    }
+
+    pub fn clear_request_stats(&self) {
+        lock(&self.stats).clear();
     }
 
     pub fn record(&self, mut record: RequestRecord) {

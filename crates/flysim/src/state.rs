@@ -3,7 +3,7 @@
 //! on timers. A step carries the machine's `generation` at scheduling time and is dropped when a later
 //! action changed the machine first, so stale timers never undo newer actions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
@@ -53,6 +53,10 @@ pub struct AppRec {
 pub struct MachineRec {
     pub id: String,
     pub app: String,
+    /// The app's org (apps never change org): lets the org listing pick an org's machines with a string
+    /// comparison instead of an app lookup per machine. Filled from the app for states saved without it.
+    #[serde(default)]
+    pub org_slug: String,
     pub name: String,
     pub region: String,
     pub zone: String,
@@ -67,6 +71,21 @@ pub struct MachineRec {
     pub destroyed_at_ms: Option<u64>,
     /// The environment the running version booted with: config env plus the app's secrets then.
     pub boot_env: BTreeMap<String, String>,
+    /// Seeded in bulk (`/_sim/fleet`): never reserves, nor needs, host memory, so a benchmark fleet of
+    /// 100,000 running machines does not exhaust the simulated hosts.
+    #[serde(default)]
+    pub capacity_exempt: bool,
+}
+
+/// What is left of a machine lost out of band (`DELETE /_sim/machines/{id}`): every per-app call answers
+/// 404 as before, but the org listing with `include_deleted=true` shows it once more as `destroyed`, with
+/// `updated_at` the time it was lost, so a client watching changes learns of it. Forgotten after
+/// [`Delays::destroyed_retention`] like a destroyed machine (hidden from then on, dropped on the next loss).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LostMachine {
+    /// The machine as it was, with state `destroyed` and `updated_at` the time of the loss.
+    pub machine: MachineRec,
+    pub lost_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +103,13 @@ pub struct VolumeRec {
     pub snapshot_retention: u32,
     pub snapshots: Vec<VolumeSnapshot>,
     pub deleted_at_ms: Option<u64>,
+}
+
+/// An app's live machines and volumes (for its view).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppCounts {
+    pub machines: usize,
+    pub volumes: usize,
 }
 
 /// A timed follow-up of an operation.
@@ -131,6 +157,9 @@ pub struct World {
     pub regions: Vec<String>,
     pub next_ip: u32,
     pub delays: Option<Delays>,
+    /// Tombstones of lost machines by id (absent from states saved before they existed).
+    #[serde(default)]
+    pub lost_machines: BTreeMap<String, LostMachine>,
 }
 
 pub fn now_ms() -> u64 {
@@ -143,15 +172,17 @@ pub fn now_ms() -> u64 {
     .unwrap_or(u64::MAX)
 }
 
+/// Machine `updated_at`/`created_at`: RFC 3339 in UTC with seconds, as Fly writes them. The fixed format
+/// (`YYYY-MM-DDTHH:MM:SSZ`) makes string order time order, which the org listing relies on.
 pub fn rfc3339_seconds() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn rfc3339_millis() -> String {
+pub(crate) fn rfc3339_millis() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-fn guest_memory(config: &MachineConfig) -> u64 {
+pub(crate) fn guest_memory(config: &MachineConfig) -> u64 {
     config
         .guest
         .as_ref()
@@ -179,7 +210,7 @@ fn insufficient_memory_on_host() -> ApiError {
     )
 }
 
-fn valid_app_name(name: &str) -> bool {
+pub(crate) fn valid_app_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() < 63
         && name
@@ -233,7 +264,7 @@ impl World {
         let reserved: u64 = self
             .machines
             .values()
-            .filter(|m| m.zone == zone && reserves_memory(&m.state))
+            .filter(|m| m.zone == zone && !m.capacity_exempt && reserves_memory(&m.state))
             .map(|m| guest_memory(&m.config))
             .sum();
         capacity.saturating_sub(reserved)
@@ -280,7 +311,7 @@ impl World {
 
     // ---------------------------------------------------------------- apps
 
-    fn insert_app(&mut self, name: &str, org: &str, network: Option<String>) -> &AppRec {
+    pub(crate) fn insert_app(&mut self, name: &str, org: &str, network: Option<String>) -> &AppRec {
         self.apps.entry(name.to_owned()).or_insert_with(|| AppRec {
             id: ids::app_id(),
             name: name.to_owned(),
@@ -336,6 +367,33 @@ impl World {
             .values()
             .filter(|v| v.app == app.name && !v.state.is_deleted())
             .count();
+        Self::app_view_counted(
+            app,
+            AppCounts {
+                machines: machine_count,
+                volumes: volume_count,
+            },
+        )
+    }
+
+    /// Live machines and volumes of every app in one pass, so listing many apps stays linear (a
+    /// benchmark fleet has 100,000 apps; counting per app would be quadratic).
+    pub fn app_counts(&self) -> HashMap<&str, AppCounts> {
+        let mut counts: HashMap<&str, AppCounts> = HashMap::new();
+        for machine in self.machines.values().filter(|m| !m.state.is_gone()) {
+            counts.entry(machine.app.as_str()).or_default().machines += 1;
+        }
+        for volume in self.volumes.values().filter(|v| !v.state.is_deleted()) {
+            counts.entry(volume.app.as_str()).or_default().volumes += 1;
+        }
+        counts
+    }
+
+    pub fn app_view_counted(app: &AppRec, counts: AppCounts) -> App {
+        let AppCounts {
+            machines: machine_count,
+            volumes: volume_count,
+        } = counts;
         App {
             id: app.id.clone(),
             name: app.name.clone(),
@@ -362,6 +420,8 @@ impl World {
     pub fn delete_app(&mut self, name: &str, effects: &mut DataEffects) -> ApiResult<()> {
         self.apps.remove(name).ok_or_else(ApiError::app_not_found)?;
         self.machines.retain(|_, m| m.app != name);
+        self.lost_machines
+            .retain(|_, lost| lost.machine.app != name);
         let gone: Vec<String> = self
             .volumes
             .values()
@@ -585,13 +645,15 @@ impl World {
         let now = rfc3339_seconds();
         let id = loop {
             let candidate = ids::machine_id();
-            if !self.machines.contains_key(&candidate) {
+            if !self.machine_id_taken(&candidate) {
                 break candidate;
             }
         };
+        let org_slug = self.app(app)?.org_slug.clone();
         let machine = MachineRec {
             id: id.clone(),
             app: app.to_owned(),
+            org_slug,
             name: request
                 .name
                 .clone()
@@ -609,6 +671,7 @@ impl World {
             generation: 1,
             destroyed_at_ms: None,
             boot_env: BTreeMap::new(),
+            capacity_exempt: false,
         };
         if let Some(mount) = machine.config.mounts.first()
             && let Some(volume) = self.volumes.get_mut(&mount.volume)
@@ -679,7 +742,7 @@ impl World {
             MachineState::Started | MachineState::Starting
         );
         let boot = !request.skip_launch.unwrap_or(false) && (was_running || update_starts_stopped);
-        if boot {
+        if boot && !machine.capacity_exempt {
             let held = if reserves_memory(&machine.state) {
                 guest_memory(&machine.config)
             } else {
@@ -732,7 +795,9 @@ impl World {
                 ));
             }
         }
-        if self.free_memory(&machine.zone) < guest_memory(&machine.config) {
+        if !machine.capacity_exempt
+            && self.free_memory(&machine.zone) < guest_memory(&machine.config)
+        {
             return Err(insufficient_memory_on_host());
         }
         let machine = self.live_machine_mut(app, id)?;
@@ -768,6 +833,7 @@ impl World {
                 let machine = self.live_machine_mut(app, id)?;
                 machine.generation += 1;
                 machine.state = MachineState::Stopped;
+                machine.updated_at = rfc3339_seconds();
                 push_event(machine, "stop", "stopped", "user");
                 Ok(Vec::new())
             }
@@ -844,6 +910,45 @@ impl World {
                 json!({"exit_event": {"exit_code": exit_code, "requested_stop": false, "restarting": false}}),
             );
         }
+        Ok(())
+    }
+
+    /// Whether a machine id is in use, by a machine or by a lost machine's tombstone (ids never repeat,
+    /// so a tombstone cannot be mistaken for a new machine).
+    pub(crate) fn machine_id_taken(&self, id: &str) -> bool {
+        self.machines.contains_key(id) || self.lost_machines.contains_key(id)
+    }
+
+    /// The machine vanishes out of band: gone from every per-app call (404), its volume unbound, and a
+    /// tombstone left for the org listing's `include_deleted=true`. Tombstones older than `retention` are
+    /// dropped here, so they cannot pile up.
+    pub fn lose_machine(&mut self, machine_id: &str, retention: Duration) -> ApiResult<()> {
+        let mut machine = self
+            .machines
+            .remove(machine_id)
+            .ok_or_else(ApiError::machine_not_found)?;
+        for volume in self.volumes.values_mut() {
+            if volume.attached_machine_id.as_deref() == Some(machine.id.as_str()) {
+                volume.attached_machine_id = None;
+            }
+        }
+        let now = now_ms();
+        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        self.lost_machines
+            .retain(|_, lost| now.saturating_sub(lost.lost_at_ms) <= retention_ms);
+        machine.generation += 1;
+        machine.state = MachineState::Destroyed;
+        machine.updated_at = rfc3339_seconds();
+        machine.destroyed_at_ms = Some(now);
+        machine.boot_env = BTreeMap::new();
+        push_event(&mut machine, "destroy", "destroyed", "flyd");
+        self.lost_machines.insert(
+            machine.id.clone(),
+            LostMachine {
+                machine,
+                lost_at_ms: now,
+            },
+        );
         Ok(())
     }
 
@@ -1168,7 +1273,23 @@ impl World {
 
     /// Settles transitional states after a restart from persisted state (no timers survived).
     pub fn settle_after_restore(&mut self) {
+        let now = rfc3339_seconds();
+        for machine in self
+            .machines
+            .values_mut()
+            .chain(
+                self.lost_machines
+                    .values_mut()
+                    .map(|lost| &mut lost.machine),
+            )
+            .filter(|m| m.org_slug.is_empty())
+        {
+            if let Some(app) = self.apps.get(&machine.app) {
+                machine.org_slug.clone_from(&app.org_slug);
+            }
+        }
         for machine in self.machines.values_mut() {
+            let before = machine.state.clone();
             machine.state = match machine.state {
                 MachineState::Creating => MachineState::Created,
                 MachineState::Starting
@@ -1179,6 +1300,9 @@ impl World {
                 MachineState::Destroying => MachineState::Destroyed,
                 ref other => other.clone(),
             };
+            if machine.state != before {
+                machine.updated_at.clone_from(&now);
+            }
             if machine.state == MachineState::Started && machine.boot_env.is_empty() {
                 machine.boot_env = machine.config.env.clone();
             }
@@ -1209,7 +1333,7 @@ fn begin_user_transition(
     }
 }
 
-fn push_event(machine: &mut MachineRec, kind: &str, status: &str, source: &str) {
+pub(crate) fn push_event(machine: &mut MachineRec, kind: &str, status: &str, source: &str) {
     machine.events.insert(
         0,
         MachineEvent {

@@ -42,6 +42,9 @@ pub struct ReconcileOutcome {
     pub checked: bool,
     /// Fly answered 429 somewhere; callers should back off.
     pub rate_limited: bool,
+    /// The longest `Retry-After` Fly sent with a 429, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<i64>,
     /// Status after the pass.
     pub status: Option<String>,
     /// A step failed with an error that may pass (logged; not a 429, which asks for the opposite): the
@@ -431,7 +434,8 @@ impl Instances<'_> {
                     let retry = Retry {
                         reason: "rate_limited",
                         error: &"Fly answered 429 during the check",
-                        delay_ms: RETRY_BACKOFF_MS,
+                        // Fly's `Retry-After` when it asks for longer than the usual backoff.
+                        delay_ms: outcome.retry_after_ms.unwrap_or(0).max(RETRY_BACKOFF_MS),
                         lower_next_check: true,
                     };
                     let _ = self.retry_later(user_id, minute, retry, report);
@@ -1006,8 +1010,15 @@ impl<'e> Retry<'e> {
 }
 
 fn note(outcome: &mut ReconcileOutcome, error: &LifecycleError) {
-    if let LifecycleError::Fly { source, .. } = error {
-        outcome.rate_limited |= source.is_rate_limited();
+    if let LifecycleError::Fly { source, .. } = error
+        && source.is_rate_limited()
+    {
+        outcome.rate_limited = true;
+        if let Some(wait) = source.retry_after() {
+            let wait_ms = duration_ms(wait);
+            outcome.retry_after_ms =
+                Some(outcome.retry_after_ms.map_or(wait_ms, |ms| ms.max(wait_ms)));
+        }
     }
     // Only failures that may pass are worth an early retry: a permanent one (a rejected request, missing
     // configuration) would just fail again sooner and more often.

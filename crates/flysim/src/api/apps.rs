@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Pairs, Sim, empty, json_response, parse_body, query_value};
 use crate::error::{ApiError, ApiResult};
-use crate::state::DataEffects;
+use crate::state::{DataEffects, World};
 
 /// Docs name the field `app_name`, the 2026 spec and fly-go `name`; both are accepted.
 #[derive(Debug, Deserialize)]
@@ -40,11 +40,14 @@ pub async fn list(sim: Sim, query: Pairs) -> ApiResult<Response> {
         .ok_or_else(|| ApiError::bad_request("org_slug is required"))?
         .to_owned();
     let apps = sim.read(|world| {
+        let counts = world.app_counts();
         world
             .apps
             .values()
             .filter(|a| a.org_slug == org)
-            .map(|a| world.app_view(a))
+            .map(|a| {
+                World::app_view_counted(a, counts.get(a.name.as_str()).copied().unwrap_or_default())
+            })
             .collect::<Vec<_>>()
     });
     Ok(json_response(

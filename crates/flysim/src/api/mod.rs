@@ -1,7 +1,9 @@
-//! The Machines API (`/v1/...`): routes, bearer auth, rate limits, injected faults, the request log.
+//! The Machines API (`/v1/...`): routes, bearer auth, rate limits, injected faults, the request log and
+//! per-operation counters.
 
 mod apps;
 mod machines;
+mod orgs;
 mod secrets;
 mod volumes;
 
@@ -50,6 +52,7 @@ pub fn router(sim: Arc<SimState>) -> Router {
         .route("/v1/apps/{app}/machines/{id}/stop", post(machines::stop))
         .route("/v1/apps/{app}/machines/{id}/wait", get(machines::wait))
         .route("/v1/apps/{app}/machines/{id}/exec", post(machines::exec))
+        .route("/v1/orgs/{org}/machines", get(orgs::list_machines))
         .route(
             "/v1/apps/{app}/volumes",
             get(volumes::list).post(volumes::create),
@@ -81,15 +84,29 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not found")
 }
 
-/// Which operation a request is, with the app and machine/volume it names.
+/// Which operation a request is, with the app (or org) and machine/volume it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
     pub name: &'static str,
     pub app: Option<String>,
+    /// The org of an org-wide call: what its rate limit counts against.
+    pub org: Option<String>,
     pub target: Option<String>,
 }
 
 pub fn classify(method: &Method, path: &str) -> Option<Operation> {
+    if let Some(rest) = path.strip_prefix("/v1/orgs/") {
+        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        return match (segments.as_slice(), method.as_str()) {
+            ([org, "machines"], "GET") => Some(Operation {
+                name: "list_org_machines",
+                app: None,
+                org: Some((*org).to_owned()),
+                target: Some((*org).to_owned()),
+            }),
+            _ => None,
+        };
+    }
     let rest = path.strip_prefix("/v1/apps")?;
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let m = method.as_str();
@@ -126,6 +143,7 @@ pub fn classify(method: &Method, path: &str) -> Option<Operation> {
     Some(Operation {
         name,
         app: segments.first().map(|s| (*s).to_owned()),
+        org: None,
         target: segments.get(2).map(|s| (*s).to_owned()),
     })
 }
@@ -156,9 +174,9 @@ async fn api_layer(State(sim): Sim, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let operation = classify(&method, &path);
-    let (op_name, app, target) = match &operation {
-        Some(op) => (op.name, op.app.clone(), op.target.clone()),
-        None => ("unknown", None, None),
+    let (op_name, app, org, target) = match &operation {
+        Some(op) => (op.name, op.app.clone(), op.org.clone(), op.target.clone()),
+        None => ("unknown", None, None, None),
     };
     let machine_id = if path.contains("/machines/") {
         target.clone()
@@ -174,10 +192,12 @@ async fn api_layer(State(sim): Sim, request: Request, next: Next) -> Response {
         if operation.is_none() {
             break 'respond next.run(request).await;
         }
-        if !sim
-            .limiter
-            .allow(op_name, app.as_deref(), machine_id.as_deref())
-        {
+        // An org-wide call has no app: it counts against its org (its own bucket per operation).
+        if !sim.limiter.allow(
+            op_name,
+            app.as_deref().or(org.as_deref()),
+            machine_id.as_deref(),
+        ) {
             fault_note = Some("rate_limit".to_owned());
             break 'respond ApiError::rate_limited().into_response();
         }
@@ -227,6 +247,7 @@ async fn api_layer(State(sim): Sim, request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&ids::request_id(&region)) {
         response.headers_mut().insert("fly-request-id", value);
     }
+    sim.count(op_name, response.status().as_u16());
     sim.record(RequestRecord {
         seq: 0,
         method: method.to_string(),

@@ -5,6 +5,7 @@
 mod apps;
 mod faults;
 mod machines;
+mod orgs;
 mod proxy;
 mod support;
 mod volumes;

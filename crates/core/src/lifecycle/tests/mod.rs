@@ -1865,6 +1865,43 @@ fn reconcile_due_defers_only_the_rate_limited_instance() {
 }
 
 #[test]
+fn a_rate_limited_instance_waits_as_long_as_fly_asks() {
+    let world = World::new();
+    world.provision();
+    world.clock.advance(Duration::from_secs(32 * 60));
+    let limited = crate::fly::HttpResponse {
+        status: 429,
+        headers: vec![("retry-after".to_owned(), "600".to_owned())],
+        body: br#"{"error":"rate limited"}"#.to_vec(),
+    };
+    world.fly.fail_next(
+        FlyCall::ListMachines,
+        FlyError::from_response("list", &limited),
+    );
+    let report = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk");
+    assert_eq!(
+        (report.rate_limited, report.requeued),
+        (true, 1),
+        "{report:?}"
+    );
+    let next = world.record().next_check_at_ms.expect("next");
+    assert!(
+        next >= world.clock.now_ms() + 600_000,
+        "deferred by Fly's Retry-After, not the 2-minute backoff: {}",
+        next - world.clock.now_ms()
+    );
+    world.clock.advance(Duration::from_secs(5 * 60));
+    let early = world
+        .instances()
+        .reconcile_due(Duration::from_secs(30), 100)
+        .expect("walk");
+    assert_eq!(early.checked, 0, "not before Fly's time: {early:?}");
+}
+
+#[test]
 fn reconcile_due_requeues_busy_instances() {
     let world = World::new();
     world.provision();
@@ -2316,6 +2353,7 @@ mod lean_route {
     }
 }
 
+mod fleet;
 mod reconcile_due;
 mod secrets;
 mod stalls;
