@@ -43,6 +43,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::fly::{FlyApi, FlyError, Machine, MachineState, OrgMachineQuery};
 use crate::kv::{CasOutcome, KeyValue, KvError};
 use crate::machine::VOLUME_MOUNT_PATH;
@@ -64,6 +65,11 @@ pub const FEED_FRESH_MS: i64 = 3 * 60_000;
 pub const OVERLAP_S: i64 = 2;
 /// How far Fly's clock may be ahead of ours.
 pub const CLOCK_SKEW_MS: i64 = 5_000;
+/// Time one follow step may spend, waiting out rate limits included (it runs before a tick's walk).
+pub const FOLLOW_BUDGET_MS: i64 = 15_000;
+/// The longest `Retry-After` a follow step waits out between pages; a longer one ends the step (the
+/// pass goes on at the next tick from its recorded cursor).
+pub const MAX_PAGE_WAIT_MS: i64 = 2_000;
 
 fn observation_key(machine_id: &str) -> String {
     format!("fleet/m/{machine_id}")
@@ -231,30 +237,32 @@ impl<'a> FleetFeed<'a> {
             .is_some_and(|synced| now_ms - synced <= FEED_FRESH_MS)
     }
 
-    /// One follow step at `now_ms` for the machines of `org_slug` (see the module doc).
+    /// One follow step for the machines of `org_slug` (see the module doc). Pages are read back to
+    /// back; a 429 with a short `Retry-After` is waited out (Fly limits each action to about one request
+    /// a second), within [`FOLLOW_BUDGET_MS`].
     pub fn follow(
         &self,
         fly: &dyn FlyApi,
         org_slug: &str,
-        now_ms: i64,
+        clock: &dyn Clock,
     ) -> Result<FollowReport, FollowError> {
+        let now_ms = clock.now_ms();
         let mut report = FollowReport::default();
         let stored = self.kv.get(FEED_KEY)?;
-        let mut state: FeedState = match stored.as_deref().map(serde_json::from_slice) {
-            Some(Ok(state)) => state,
+        let decoded = stored
+            .as_deref()
+            .and_then(|raw| serde_json::from_slice::<FeedState>(raw).ok());
+        let (raw, mut state) = match (stored, decoded) {
+            (Some(raw), Some(state)) => (raw, state),
             // Absent or unreadable: a plain `set` (never CAS from absent, DESIGN decision 2); two walkers
             // doing this at once both start a baseline pass, which only repeats work.
             _ => {
                 let fresh = FeedState::default();
-                self.kv.set(FEED_KEY, &fresh.encode())?;
-                fresh
+                let raw = fresh.encode();
+                self.kv.set(FEED_KEY, &raw)?;
+                (raw, fresh)
             }
         };
-        let mut raw = state.encode();
-        if stored.as_deref().is_some_and(|s| s != raw.as_slice()) {
-            // Unreadable bytes were replaced above; compare against what is stored now.
-            raw = self.kv.get(FEED_KEY)?.unwrap_or_default();
-        }
         if state.held_until_ms > now_ms {
             return Ok(report);
         }
@@ -279,7 +287,7 @@ impl<'a> FleetFeed<'a> {
             return Ok(report);
         };
         report.followed = true;
-        let outcome = self.read_pages(fly, org_slug, now_ms, &mut state, &mut raw, &mut report);
+        let outcome = self.read_pages(fly, org_slug, clock, &mut state, &mut raw, &mut report);
         // Let the next tick's walker in at once, whether this step finished, paused or failed.
         state.held_until_ms = 0;
         self.write_state(&raw, &mut state)?;
@@ -300,19 +308,34 @@ impl<'a> FleetFeed<'a> {
         &self,
         fly: &dyn FlyApi,
         org_slug: &str,
-        now_ms: i64,
+        clock: &dyn Clock,
         state: &mut FeedState,
         raw: &mut Vec<u8>,
         report: &mut FollowReport,
     ) -> Result<FollowReport, FollowError> {
-        for _ in 0..PAGES_PER_STEP {
+        let until_ms = clock.now_ms() + FOLLOW_BUDGET_MS;
+        let mut pages = 0;
+        while pages < PAGES_PER_STEP {
             let query = OrgMachineQuery {
                 updated_after: state.pass_after.clone(),
                 cursor: state.cursor.clone(),
                 limit: Some(PAGE_LIMIT),
                 include_deleted: true,
             };
-            let page = fly.list_org_machines(org_slug, &query)?;
+            let page = match fly.list_org_machines(org_slug, &query) {
+                Ok(page) => page,
+                Err(error) if error.is_rate_limited() => {
+                    let wait_ms = error.retry_after().map_or(1_000, crate::store::duration_ms);
+                    if wait_ms > MAX_PAGE_WAIT_MS || clock.now_ms() + wait_ms > until_ms {
+                        return Err(error.into());
+                    }
+                    clock.sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs()));
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            pages += 1;
+            let now_ms = clock.now_ms();
             report.pages += 1;
             report.listed += u32::try_from(page.machines.len()).unwrap_or(u32::MAX);
             report.written += self.observe(&page.machines)?;

@@ -181,7 +181,7 @@ impl Instances<'_> {
             return;
         };
         let feed = FleetFeed::new(self.kv);
-        match feed.follow(self.fly, org, self.now()) {
+        match feed.follow(self.fly, org, self.clock) {
             Ok(step) => {
                 report.listed += step.listed;
                 if step.followed {

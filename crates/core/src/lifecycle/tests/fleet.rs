@@ -134,9 +134,7 @@ fn the_listing_pages_through_the_org_once_then_follows_only_changes() {
             .expect("machine");
     }
     let feed = FleetFeed::new(&world.kv);
-    let baseline = feed
-        .follow(&world.fly, &org, world.clock.now_ms())
-        .expect("follow");
+    let baseline = feed.follow(&world.fly, &org, &world.clock).expect("follow");
     assert_eq!((baseline.pages, baseline.synced), (2, true), "{baseline:?}");
     assert_eq!(baseline.written, PAGE_LIMIT + 200);
     // The next pass lists only what changed since (plus the overlap's few seconds).
@@ -145,9 +143,7 @@ fn the_listing_pages_through_the_org_once_then_follows_only_changes() {
     world
         .fly
         .set_machine_state("bulk-7", &machine, MachineState::Stopped);
-    let next = feed
-        .follow(&world.fly, &org, world.clock.now_ms())
-        .expect("follow");
+    let next = feed.follow(&world.fly, &org, &world.clock).expect("follow");
     assert_eq!((next.pages, next.written), (1, 1), "{next:?}");
     assert!(next.listed <= 3, "only recent changes are listed: {next:?}");
 }
@@ -164,11 +160,11 @@ fn one_walker_follows_the_listing_at_a_time_and_a_dead_one_is_taken_over() {
         crate::testing::StallPoint::BeforeEffect,
     );
     let stalled = std::thread::scope(|scope| {
-        let follower = scope
-            .spawn(|| FleetFeed::new(&world.kv).follow(&world.fly, &org, world.clock.now_ms()));
+        let follower =
+            scope.spawn(|| FleetFeed::new(&world.kv).follow(&world.fly, &org, &world.clock));
         stall.wait_until_reached();
         let second = FleetFeed::new(&world.kv)
-            .follow(&world.fly, &org, world.clock.now_ms())
+            .follow(&world.fly, &org, &world.clock)
             .expect("follow");
         stall.release();
         let _ = follower.join();
@@ -178,9 +174,7 @@ fn one_walker_follows_the_listing_at_a_time_and_a_dead_one_is_taken_over() {
     world
         .clock
         .advance(Duration::from_millis(crate::fleet::FEED_HOLD_MS as u64 + 1));
-    let taken = feed
-        .follow(&world.fly, &org, world.clock.now_ms())
-        .expect("follow");
+    let taken = feed.follow(&world.fly, &org, &world.clock).expect("follow");
     assert!(taken.followed, "{taken:?}");
 }
 
@@ -234,4 +228,45 @@ fn walkers_share_the_shards_and_the_shard_of_a_dead_walker_goes_to_the_others() 
         0
     );
     assert!(SHARDS > 3, "enough shards for three walkers");
+}
+
+#[test]
+fn a_short_rate_limit_on_the_listing_is_waited_out_a_long_one_ends_the_step() {
+    let world = World::new();
+    world.running();
+    let org = world.settings.fly_org_slug.clone().expect("org");
+    let limited = |seconds: &str| {
+        FlyError::from_response(
+            "list",
+            &crate::fly::HttpResponse {
+                status: 429,
+                headers: vec![("retry-after".to_owned(), seconds.to_owned())],
+                body: br#"{"error":"rate limited"}"#.to_vec(),
+            },
+        )
+    };
+    world.fly.fail_next(FlyCall::ListOrgMachines, limited("1"));
+    let before = world.clock.now_ms();
+    let step = FleetFeed::new(&world.kv)
+        .follow(&world.fly, &org, &world.clock)
+        .expect("waited out");
+    assert!(step.synced, "{step:?}");
+    assert!(
+        world.clock.now_ms() >= before + 1_000,
+        "slept Fly's Retry-After"
+    );
+    world.clock.advance(Duration::from_secs(60));
+    world.fly.fail_next(FlyCall::ListOrgMachines, limited("30"));
+    let error = FleetFeed::new(&world.kv)
+        .follow(&world.fly, &org, &world.clock)
+        .expect_err("too long to wait in a tick");
+    assert!(matches!(error, crate::fleet::FollowError::Fly(ref e) if e.is_rate_limited()));
+    // The feed is not left held: the next tick follows at once.
+    world.clock.advance(Duration::from_secs(60));
+    assert!(
+        FleetFeed::new(&world.kv)
+            .follow(&world.fly, &org, &world.clock)
+            .expect("follow")
+            .followed
+    );
 }
