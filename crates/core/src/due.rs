@@ -94,8 +94,10 @@
 //!   behind a cleared minute (a few bytes).
 //! - A new claim deletes the keys that holders which died in the last [`CLAIM_GC_WINDOWS`] windows left;
 //!   a key left longer ago than that stays as garbage (a few bytes, only after a crash and a long outage).
-//! - Entries of the unsharded index of earlier releases (`due/{m}/…`) are not walked: their instances
-//!   are put back by the sweep once they are `SWEEP_OVERDUE_MS` overdue.
+//! - Entries of the unsharded index of earlier releases (`due/{m}/…`, with the cursor `due/cursor`) are
+//!   moved into the shards as their minutes come due ([`DueIndex::drain_legacy`], once per walk while
+//!   `due/cursor` exists), so an upgrade, or an old replica still writing there during a rolling
+//!   deploy, strands nothing. Claim keys that old walkers left behind stay as garbage.
 //! - Records written before the registry existed are not registered: they stay watched through the index,
 //!   and [`DueIndex::register`] backfills them (registering twice is harmless).
 //! - The sweep cursor is created with a plain `set` when absent (never by CAS, DESIGN decision 2). Two
@@ -133,6 +135,10 @@ pub const SWEEP_READ_CHUNK: usize = 500;
 /// backlog are left to the index.
 pub const SWEEP_OVERDUE_MS: i64 = 10 * MINUTE_MS;
 
+/// Cursor of the unsharded index of earlier releases (`due/{m}/n`, `due/{m}/{slot}`).
+const LEGACY_CURSOR_KEY: &str = "due/cursor";
+/// Most legacy minutes one drain looks at (a release schedules at most about half an hour ahead).
+const LEGACY_DRAIN_MINUTES: i64 = 180;
 const REGISTRY_COUNT_KEY: &str = "sweep/n";
 const SWEEP_CURSOR_KEY: &str = "sweep/cursor";
 
@@ -415,6 +421,45 @@ impl<'a, K: KeyValue + ?Sized> DueIndex<'a, K> {
         self.kv.delete(&count_key(shard, minute))
     }
 
+    /// Moves the entries of the unsharded index of earlier releases whose minute is ready at `now_ms`
+    /// into the shards (due at once), then deletes them; returns how many. Does nothing once that index
+    /// was never used (no `due/cursor`). Two walkers draining at once only duplicate entries, which the
+    /// walk skips as stale or checks twice harmlessly.
+    pub fn drain_legacy(&self, now_ms: i64) -> Result<u32, KvError> {
+        let Some(cursor) = decode_number(self.kv.get(LEGACY_CURSOR_KEY)?) else {
+            return Ok(0);
+        };
+        let last_ready = minute_of(now_ms) - 1;
+        let first = cursor.max(last_ready - LEGACY_DRAIN_MINUTES);
+        let mut moved = 0;
+        for minute in first..=last_ready {
+            let count_key = format!("due/{minute}/n");
+            if !self.kv.exists(&count_key)? {
+                continue;
+            }
+            let count = self.kv.increment(&count_key, 0)?;
+            let keys: Vec<String> = (1..=count)
+                .map(|slot| format!("due/{minute}/{slot}"))
+                .collect();
+            for chunk in keys.chunks(SWEEP_READ_CHUNK) {
+                for (key, value) in self.kv.get_many(chunk)? {
+                    if let Some(user) = value.and_then(|v| String::from_utf8(v).ok()) {
+                        self.schedule(&user, now_ms, now_ms)?;
+                        moved += 1;
+                    }
+                    self.kv.delete(&key)?;
+                }
+            }
+            self.kv.delete(&format!("due/{minute}/claim"))?;
+            self.kv.delete(&count_key)?;
+        }
+        if last_ready + 1 > cursor {
+            self.kv
+                .set(LEGACY_CURSOR_KEY, (last_ready + 1).to_string().as_bytes())?;
+        }
+        Ok(moved)
+    }
+
     /// Entries due before the minute of `now_ms` that no walker has handled yet, over every shard. Reads
     /// each shard from its cursor, so it costs O(minutes behind) calls per shard; meant for benchmarks
     /// and operators, not for the walk.
@@ -665,6 +710,37 @@ mod tests {
         assert_eq!(index.backlog(13 * MINUTE_MS).expect("backlog").entries, 0);
         index.set_cursor(5, 12).expect("cursor");
         assert_eq!(index.cursors().expect("cursors")[5], Some(12));
+    }
+
+    #[test]
+    fn entries_of_the_unsharded_index_move_into_the_shards_as_they_come_due() {
+        let kv = MemoryKv::new();
+        let index = DueIndex::new(&kv);
+        // What an earlier release left: a cursor, minute 11 with two entries, minute 40 with one.
+        kv.put_raw("due/cursor", b"10");
+        kv.put_raw("due/11/1", b"a");
+        kv.put_raw("due/11/2", b"b");
+        index.kv.increment("due/11/n", 2).expect("count");
+        kv.put_raw("due/40/1", b"c");
+        index.kv.increment("due/40/n", 1).expect("count");
+        let now = 13 * MINUTE_MS;
+        assert_eq!(index.drain_legacy(now), Ok(2));
+        assert!(
+            kv.keys().iter().all(|k| !k.starts_with("due/11/")),
+            "{:?}",
+            kv.keys()
+        );
+        assert_eq!(index.entries(14), Ok(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(index.drain_legacy(now), Ok(0), "nothing twice");
+        // Minute 40 moves once it is ready.
+        assert_eq!(index.drain_legacy(41 * MINUTE_MS + 1), Ok(1));
+        assert_eq!(index.entries(42), Ok(vec!["c".to_owned()]));
+        let fresh = MemoryKv::new();
+        assert_eq!(DueIndex::new(&fresh).drain_legacy(now), Ok(0));
+        assert!(
+            fresh.keys().is_empty(),
+            "an index that never existed stays absent"
+        );
     }
 
     #[test]

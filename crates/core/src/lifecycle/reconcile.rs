@@ -224,6 +224,21 @@ impl Instances<'_> {
         max_checks: u32,
         report: &mut DueReport,
     ) -> Result<(), StoreError> {
+        match self.due().drain_legacy(self.now()) {
+            Ok(0) => {}
+            Ok(moved) => {
+                tracing::info!(
+                    tag = "reconcile",
+                    reason = "upgrade",
+                    action = "drain_legacy_index",
+                    moved
+                );
+            }
+            // Retried next walk; the sweep backstops it.
+            Err(error) => {
+                tracing::warn!(tag = "reconcile", reason = "upgrade", action = "drain_legacy_failed", error = %error);
+            }
+        }
         let last_ready = minute_of(self.now()) - 1;
         let offset = (self.random.next_u64() % u64::from(SHARDS)) as u32;
         let mut order: Vec<(i64, u32, u32)> = (0..SHARDS)
