@@ -42,13 +42,9 @@ pub fn guest_for(size: Option<MachineSize>) -> GuestConfig {
     }
 }
 
-/// The machine config for `record` with environment `env` (its sensitive values already sealed).
-pub fn machine_config(
-    record: &InstanceRecord,
-    settings: &Settings,
-    env: BTreeMap<String, String>,
-) -> MachineConfig {
-    let service = MachineService {
+/// The gateway's service: OpenClaw's port behind 443 (TLS and HTTP).
+pub fn gateway_service() -> MachineService {
+    MachineService {
         protocol: "tcp".into(),
         internal_port: OPENCLAW_PORT,
         ports: vec![ServicePort {
@@ -60,12 +56,20 @@ pub fn machine_config(
         autostart: Some(false),
         autostop: Some(Autostop::Off),
         extra: Default::default(),
-    };
+    }
+}
+
+/// The machine config for `record` with environment `env` (its sensitive values already sealed).
+pub fn machine_config(
+    record: &InstanceRecord,
+    settings: &Settings,
+    env: BTreeMap<String, String>,
+) -> MachineConfig {
     MachineConfig {
         image: settings.image(),
         env,
         guest: Some(guest_for(record.machine_size)),
-        services: vec![service],
+        services: vec![gateway_service()],
         mounts: record
             .fly_volume_id
             .iter()

@@ -14,10 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kiloclaw_core::fly::{
-    Autostop, MachineConfig, MachineService, MachineState, ServicePort, VolumeState,
-};
-use kiloclaw_core::machine::{METADATA_USER_ID, OPENCLAW_PORT, guest_for, mount};
+use kiloclaw_core::fly::{MachineConfig, MachineState, VolumeState};
+use kiloclaw_core::machine::{METADATA_USER_ID, gateway_service, guest_for, mount};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
@@ -72,22 +70,6 @@ pub struct SeededInstance {
     pub user_id: String,
     pub machine_id: String,
     pub volume_id: String,
-}
-
-/// The gateway service the control plane configures: 18789 behind 443, never woken by the proxy.
-fn gateway_service() -> MachineService {
-    MachineService {
-        protocol: "tcp".into(),
-        internal_port: OPENCLAW_PORT,
-        ports: vec![ServicePort {
-            port: Some(443),
-            handlers: vec!["tls".into(), "http".into()],
-            ..ServicePort::default()
-        }],
-        autostart: Some(false),
-        autostop: Some(Autostop::Off),
-        extra: Default::default(),
-    }
 }
 
 impl World {
