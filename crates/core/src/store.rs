@@ -249,6 +249,9 @@ pub struct LeaseGuard {
     owner: String,
     fence: u64,
     record: InstanceRecord,
+    /// The key and bytes of this holder's last write: while they are still what is stored, nobody
+    /// else wrote since, so the next commit can swap against them without reading first.
+    written: (String, Vec<u8>),
 }
 
 impl LeaseGuard {
@@ -462,7 +465,7 @@ impl<'a, K: KeyValue + ?Sized, C: Clock + ?Sized> RecordStore<'a, K, C> {
             let value = mutate(&mut next)?;
             next.version = snapshot.record.version + 1;
             next.lease = snapshot.record.lease.clone();
-            if self.swap(user_id, &snapshot, &next)? {
+            if self.swap(user_id, &snapshot, &next.encode())? {
                 return Ok((value, next));
             }
         }
@@ -494,8 +497,22 @@ impl<'a, K: KeyValue + ?Sized, C: Clock + ?Sized> RecordStore<'a, K, C> {
         user_id: &str,
         owner: &str,
     ) -> Result<Result<LeaseGuard, Lease>, StoreError> {
+        self.try_acquire_from(user_id, owner, None)
+    }
+
+    /// [`Self::try_acquire`] starting from `snapshot`, a read the caller just made (saves reading the
+    /// record again; a stale snapshot only costs a failed swap and a fresh read).
+    pub fn try_acquire_from(
+        &self,
+        user_id: &str,
+        owner: &str,
+        mut snapshot: Option<Snapshot>,
+    ) -> Result<Result<LeaseGuard, Lease>, StoreError> {
         for _ in 0..self.settings.cas_attempts {
-            let snapshot = self.load_or_create(user_id)?;
+            let snapshot = match snapshot.take() {
+                Some(snapshot) => snapshot,
+                None => self.load_or_create(user_id)?,
+            };
             let now = self.clock.now_ms();
             if let Some(lease) = &snapshot.record.lease {
                 if lease.owner != owner && lease.expires_at_ms > now {
@@ -513,12 +530,14 @@ impl<'a, K: KeyValue + ?Sized, C: Clock + ?Sized> RecordStore<'a, K, C> {
                 fence: next.version,
                 expires_at_ms: now + duration_ms(self.settings.lease_ttl),
             });
-            if self.swap(user_id, &snapshot, &next)? {
+            let next_raw = next.encode();
+            if self.swap(user_id, &snapshot, &next_raw)? {
                 return Ok(Ok(LeaseGuard {
                     user_id: user_id.to_owned(),
                     owner: owner.to_owned(),
                     fence: next.version,
                     record: next,
+                    written: (snapshot.key, next_raw),
                 }));
             }
         }
@@ -562,20 +581,34 @@ impl<'a, K: KeyValue + ?Sized, C: Clock + ?Sized> RecordStore<'a, K, C> {
         mut mutate: impl FnMut(&mut InstanceRecord) -> Result<T, E>,
         release: bool,
     ) -> Result<T, E> {
-        for _ in 0..self.settings.cas_attempts {
-            let Some(snapshot) = self.load(&guard.user_id)? else {
-                return Err(StoreError::LeaseLost.into());
+        // First against this holder's own last write: if nobody wrote since, the lease is still ours
+        // and the record is the one we hold, so no read is needed. Any other write makes the swap fail
+        // and the loop below reads and checks, as it always did.
+        let (key, raw) = guard.written.clone();
+        let own = Snapshot {
+            record: guard.record.clone(),
+            raw,
+            key,
+        };
+        let mut first = Some(own);
+        for _ in 0..=self.settings.cas_attempts {
+            let snapshot = match first.take() {
+                Some(own) => own,
+                None => {
+                    let Some(snapshot) = self.load(&guard.user_id)? else {
+                        return Err(StoreError::LeaseLost.into());
+                    };
+                    let still_ours = snapshot.record.lease.as_ref().is_some_and(|lease| {
+                        lease.owner == guard.owner && lease.fence == guard.fence
+                    });
+                    if !still_ours {
+                        tracing::warn!(tag = "store", action = "stale_commit_refused", user_id = %guard.user_id,
+                            owner = %guard.owner, fence = guard.fence);
+                        return Err(StoreError::LeaseLost.into());
+                    }
+                    snapshot
+                }
             };
-            let still_ours = snapshot
-                .record
-                .lease
-                .as_ref()
-                .is_some_and(|lease| lease.owner == guard.owner && lease.fence == guard.fence);
-            if !still_ours {
-                tracing::warn!(tag = "store", action = "stale_commit_refused", user_id = %guard.user_id,
-                    owner = %guard.owner, fence = guard.fence);
-                return Err(StoreError::LeaseLost.into());
-            }
             let mut next = snapshot.record.clone();
             let value = mutate(&mut next)?;
             next.version = snapshot.record.version + 1;
@@ -588,8 +621,10 @@ impl<'a, K: KeyValue + ?Sized, C: Clock + ?Sized> RecordStore<'a, K, C> {
                     expires_at_ms: self.clock.now_ms() + duration_ms(self.settings.lease_ttl),
                 })
             };
-            if self.swap(&guard.user_id, &snapshot, &next)? {
+            let next_raw = next.encode();
+            if self.swap(&guard.user_id, &snapshot, &next_raw)? {
                 guard.record = next;
+                guard.written = (snapshot.key, next_raw);
                 return Ok(value);
             }
         }
@@ -600,11 +635,11 @@ impl<'a, K: KeyValue + ?Sized, C: Clock + ?Sized> RecordStore<'a, K, C> {
         &self,
         user_id: &str,
         snapshot: &Snapshot,
-        next: &InstanceRecord,
+        next_raw: &[u8],
     ) -> Result<bool, StoreError> {
         match self
             .kv
-            .compare_and_swap(&snapshot.key, Some(&snapshot.raw), &next.encode())?
+            .compare_and_swap(&snapshot.key, Some(&snapshot.raw), next_raw)?
         {
             CasOutcome::Swapped => Ok(true),
             CasOutcome::Conflict { .. } => {
@@ -779,7 +814,7 @@ mod tests {
         let mut next = read.record.clone();
         live(&mut next);
         next.version = 1;
-        assert!(store.swap(USER, &read, &next).expect("swap"));
+        assert!(store.swap(USER, &read, &next.encode()).expect("swap"));
         // The new generation's creator finds the record live and uses it; nothing is sealed or created.
         let found = store.load_or_create(USER).expect("load");
         assert_eq!(found.record, next);
@@ -799,7 +834,10 @@ mod tests {
         assert_eq!(kv.raw(&record_key(USER)).as_deref(), Some(SUPERSEDED));
         let mut next = read.record.clone();
         next.version = 1;
-        assert!(!store.swap(USER, &read, &next).expect("swap"), "refused");
+        assert!(
+            !store.swap(USER, &read, &next.encode()).expect("swap"),
+            "refused"
+        );
         store.create(USER, 2).expect("the takeover's creation");
         // The writer starts over and lands in generation 2.
         let (_, written) = store.update(USER, set(live)).expect("update");

@@ -389,8 +389,8 @@ impl Instances<'_> {
     /// Checks one due entry. Returns `false` only when the entry could neither be handled nor requeued, so
     /// its minute must be kept for another walk.
     fn check_due_entry(&self, user_id: &str, minute: i64, report: &mut DueReport) -> bool {
-        let record = match self.record(user_id) {
-            Ok(Some(record)) if record.needs_watch() => record,
+        let snapshot = match self.store().load(user_id).map_err(LifecycleError::from) {
+            Ok(Some(snapshot)) if snapshot.record.needs_watch() => snapshot,
             Ok(_) => {
                 report.skipped += 1;
                 return true;
@@ -402,7 +402,8 @@ impl Instances<'_> {
             }
         };
         let entry_end = (minute + 1) * MINUTE_MS;
-        if record
+        if snapshot
+            .record
             .next_check_at_ms
             .is_some_and(|next| next > entry_end + STALE_SLACK_MS)
         {
@@ -411,7 +412,11 @@ impl Instances<'_> {
             return true;
         }
         let owner = format!("cron-{:016x}", self.random.next_u64());
-        let guard = match self.store().try_acquire(user_id, &owner) {
+        // From the read just made: no second read before taking the lease.
+        let guard = match self
+            .store()
+            .try_acquire_from(user_id, &owner, Some(snapshot))
+        {
             Ok(Ok(guard)) => guard,
             Ok(Err(held)) => {
                 // Busy: the holder schedules a check when it finishes; requeue in case it dies.
