@@ -165,8 +165,9 @@ pub fn run_doctor(user_id: &str) -> Result<CommandOutcome, InstanceError> {
     })
 }
 
-/// Upper bound of checks per `reconcile-due` call, on top of the time budget.
-const MAX_CHECKS_PER_PASS: u32 = 5_000;
+/// Upper bound of checks per `reconcile-due` call, on top of the time budget (which is what normally
+/// ends a walk: a light check takes a few milliseconds, so 45 s is some 10,000 of them).
+const MAX_CHECKS_PER_PASS: u32 = 50_000;
 
 pub fn reconcile(user_id: &str) -> Result<ReconcileOutcome, InstanceError> {
     with_instances(|instances| {

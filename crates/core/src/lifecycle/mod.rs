@@ -34,7 +34,9 @@ pub use exec::{
     is_valid_pairing_code,
 };
 pub use ops::{DestroyOutcome, ProvisionOutcome};
-pub use reconcile::{DueReport, ReconcileOutcome, select_recovery_candidate};
+pub use reconcile::{
+    DueReport, FULL_CHECK_INTERVAL_MS, ReconcileOutcome, select_recovery_candidate,
+};
 pub use recovery::{RECOVERY_WINDOW, Recovery};
 pub use route::route_of;
 pub use views::{ChannelsView, ConfigSummary, InstanceStatus, KiloCodeConfigView, Route};
