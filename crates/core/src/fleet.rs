@@ -11,7 +11,8 @@
 //! # Flow
 //!
 //! - **Follow** ([`FleetFeed::follow`], once per cron tick, by whichever walker wins the feed): list the
-//!   machines updated after the watermark (minus [`OVERLAP_S`], because `updated_at` has whole seconds),
+//!   machines updated after the watermark (minus [`OVERLAP_S`] while the watermark's second may still
+//!   receive changes, because `updated_at` has whole seconds),
 //!   page by page, and write an observation for each machine whose `updated_at` is not older than the
 //!   stored one. The first pass has no watermark and lists the whole org (the baseline); a pass longer
 //!   than [`PAGES_PER_STEP`] pages goes on at the next tick from its cursor. Only when a pass reaches the
@@ -193,6 +194,26 @@ fn seconds_before(updated_at: &str, seconds: i64) -> String {
         .unwrap_or_else(|| updated_at.to_owned())
 }
 
+/// Where a new pass starts listing. Right after the watermark when its second was already over on
+/// Fly's clock when the last finished pass began (`synced_at_ms` is that start minus the clock skew):
+/// no change can still receive that `updated_at`, so nothing is read twice, however many machines share
+/// the second (a fleet-wide rollout, a bulk import). Otherwise [`OVERLAP_S`] before it, so a change
+/// later in the watermark's second is not missed.
+fn pass_after(watermark: &str, synced_at_ms: Option<i64>) -> String {
+    let rfc3339 = time::format_description::well_known::Rfc3339;
+    let second_ms = time::OffsetDateTime::parse(watermark, &rfc3339)
+        .ok()
+        .map(|at| at.unix_timestamp().saturating_mul(1_000));
+    let settled = second_ms
+        .zip(synced_at_ms)
+        .is_some_and(|(second_ms, synced)| second_ms + 1_000 <= synced);
+    if settled {
+        watermark.to_owned()
+    } else {
+        seconds_before(watermark, OVERLAP_S)
+    }
+}
+
 /// The later of two `updated_at` values (RFC 3339 in one format compares as text).
 fn later(a: Option<String>, b: &str) -> Option<String> {
     match a {
@@ -278,7 +299,7 @@ impl<'a> FleetFeed<'a> {
             state.pass_after = state
                 .watermark
                 .as_deref()
-                .map(|mark| seconds_before(mark, OVERLAP_S));
+                .map(|mark| pass_after(mark, state.synced_at_ms));
             state.pass_newest = None;
             state.pass_started_at_ms = Some(now_ms);
         }
@@ -397,6 +418,22 @@ impl<'a> FleetFeed<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_reads_the_watermarks_second_again_only_while_it_may_still_change() {
+        let second_ms = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+        let mark = "2026-01-01T00:00:00Z";
+        // The last pass began (minus skew) well after that second: no overlap, nothing re-read.
+        assert_eq!(pass_after(mark, Some(second_ms + 60_000)), mark);
+        assert_eq!(pass_after(mark, Some(second_ms + 1_000)), mark);
+        // It began within the second (or never finished): read the last seconds again.
+        assert_eq!(
+            pass_after(mark, Some(second_ms + 999)),
+            "2025-12-31T23:59:58Z"
+        );
+        assert_eq!(pass_after(mark, None), "2025-12-31T23:59:58Z");
+        assert_eq!(pass_after("garbage", Some(second_ms)), "garbage");
+    }
 
     #[test]
     fn the_overlap_steps_back_across_days_months_and_leap_years() {

@@ -118,6 +118,7 @@
 //!   that share only the SQLite file. This host can run both in one process
 //!   ([`HostConfig::cron`]); behaviour is the same because components keep no shared memory.
 
+pub mod clock;
 pub mod compose;
 pub mod headers;
 pub mod kv;
@@ -209,6 +210,9 @@ pub struct HostConfig {
     pub postgres_timeouts: outbound::postgres::PgTimeouts,
     /// What the metrics call routes and outbound calls. Default: components and hosts only.
     pub metric_labels: Arc<dyn metrics::MetricLabels>,
+    /// An offset added to the wall clock the guests see ([`clock::WallClockOffset`], for benchmarks
+    /// and tests that compress time). Default `None`: the real clock.
+    pub clock_offset: Option<clock::WallClockOffset>,
 }
 
 impl HostConfig {
@@ -234,6 +238,7 @@ impl HostConfig {
             limits: Limits::default(),
             postgres_timeouts: outbound::postgres::PgTimeouts::default(),
             metric_labels: Arc::new(metrics::ComponentLabels),
+            clock_offset: None,
         }
     }
 }
@@ -447,14 +452,16 @@ impl App {
         let files_root = state_dir.join("files");
         for (id, (is_http, is_cron)) in &triggered {
             let component = &manifest.components[id];
-            let runtime = Arc::new(Self::component_runtime(
+            let mut runtime = Self::component_runtime(
                 &manifest,
                 component,
                 &app_variables,
                 &stores,
                 &files_root,
                 &metrics,
-            )?);
+            )?;
+            runtime.wasi.set_clock_offset(config.clock_offset.clone());
+            let runtime = Arc::new(runtime);
             let bytes = component_bytes(&manifest, id)?;
             let compiled = wasmtime::component::Component::new(&engine, &bytes)
                 .map_err(|e| component_error(id, format!("compile: {e:#}")))?;

@@ -5,6 +5,7 @@
 //! Spin: glob patterns and single files are copied into a per-component staging directory under
 //! the state dir, mounted at `/`; `{ source = dir, destination }` mounts the directory itself.
 
+use crate::clock::{OffsetWallClock, WallClockOffset};
 use crate::manifest::{Component, FileMount};
 use crate::metrics::Metrics;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ pub struct WasiSetup {
     env: Vec<(String, String)>,
     /// (host directory, guest path)
     preopens: Vec<(PathBuf, String)>,
+    /// Added to the guests' wall clock (`HostConfig::clock_offset`); `None`: the real clock.
+    clock_offset: Option<WallClockOffset>,
 }
 
 impl WasiSetup {
@@ -76,7 +79,16 @@ impl WasiSetup {
         if staged_any {
             preopens.push((staging, "/".to_string()));
         }
-        Ok(Self { env, preopens })
+        Ok(Self {
+            env,
+            preopens,
+            clock_offset: None,
+        })
+    }
+
+    /// Gives every instance built from now on the real wall clock plus `offset` (`None`: the real clock).
+    pub(crate) fn set_clock_offset(&mut self, offset: Option<WallClockOffset>) {
+        self.clock_offset = offset;
     }
 
     /// A fresh WASI context for one instance.
@@ -94,6 +106,9 @@ impl WasiSetup {
                 "stderr",
                 metrics.clone(),
             ));
+        if let Some(offset) = &self.clock_offset {
+            builder.wall_clock(OffsetWallClock::new(offset.clone()));
+        }
         for (host, guest) in &self.preopens {
             if let Err(e) = builder.preopened_dir(host, guest, FsPerms::ReadOnly) {
                 tracing::error!(tag = "wasi", component = %component_id, error = %e, "cannot mount files");
