@@ -401,6 +401,9 @@ struct Session {
     /// Simulated time of tick 0.
     t0: i64,
     offset: i64,
+    /// Concurrent reconcile calls each replica gets per tick: walkers inside one host, as the SpinKube
+    /// CronJob makes them.
+    walkers: usize,
 }
 
 /// One tick's measurements.
@@ -466,6 +469,7 @@ impl Bench<'_> {
             t0,
             offset: 0,
             sim,
+            walkers: 1,
         };
         let spawn_started = Instant::now();
         for index in 0..replicas {
@@ -532,7 +536,11 @@ impl Bench<'_> {
         let fly_before = measure::fly_counts(&session.sim.admin().request_stats());
 
         let body = json!({ "budgetMs": budget_ms }).to_string();
-        let urls: Vec<String> = session.replicas.iter().map(|r| r.url.clone()).collect();
+        let urls: Vec<String> = session
+            .replicas
+            .iter()
+            .flat_map(|r| std::iter::repeat_n(r.url.clone(), session.walkers))
+            .collect();
         let http = self.http.clone();
         let started = Instant::now();
         let mut killed = None;
@@ -783,12 +791,20 @@ impl Bench<'_> {
         )
     }
 
-    fn run_burst(&mut self, count: usize, replicas: usize) -> anyhow::Result<Value> {
-        let label = format!("burst{}-x{replicas}", count);
+    fn run_burst(
+        &mut self,
+        count: usize,
+        replicas: usize,
+        walkers: usize,
+    ) -> anyhow::Result<Value> {
+        let label = format!("burst{count}-x{replicas}-w{walkers}");
         let (mut session, info) = self.start_session(&label, count, replicas, Shape::Burst)?;
+        session.walkers = walkers;
         let result = self.tick(&mut session, 1, self.args.burst_budget_ms, None)?;
         let per_s = result.checked as f64 / (result.wall_ms / 1_000.0);
-        Ok(json!({ "label": label, "setup": info, "tick": result.json, "checksPerSecond": per_s }))
+        Ok(
+            json!({ "label": label, "setup": info, "walkersPerReplica": walkers, "tick": result.json, "checksPerSecond": per_s }),
+        )
     }
 
     fn markdown_config(
@@ -919,7 +935,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut bursts = Vec::new();
     if args.burst > 0 {
         for &replicas in &args.replicas {
-            bursts.push(bench.run_burst(args.burst, replicas)?);
+            bursts.push(bench.run_burst(args.burst, replicas, 1)?);
+        }
+        // The same concurrency inside one host: several walkers (concurrent reconcile calls) per replica.
+        if most > 1 {
+            bursts.push(bench.run_burst(args.burst, 1, most)?);
         }
         let _ = writeln!(
             bench.markdown,
@@ -928,16 +948,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         );
         let _ = writeln!(
             bench.markdown,
-            "| replicas | wall s | checked | checks/s | Fly calls | replica CPU ms/check |"
+            "| replicas | walkers per replica | wall s | checked | checks/s | Fly calls | replica CPU ms/check |"
         );
-        let _ = writeln!(bench.markdown, "|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(bench.markdown, "|---:|---:|---:|---:|---:|---:|---:|");
         for burst in &bursts {
             let tick = &burst["tick"];
             let checked = tick["checked"].as_f64().unwrap_or(0.0).max(1.0);
             let _ = writeln!(
                 bench.markdown,
-                "| {} | {:.1} | {} | {:.1} | {} | {:.1} |",
+                "| {} | {} | {:.1} | {} | {:.1} | {} | {:.1} |",
                 burst["setup"]["replicas"],
+                burst["walkersPerReplica"],
                 tick["wallMs"].as_f64().unwrap_or(0.0) / 1_000.0,
                 tick["checked"],
                 burst["checksPerSecond"].as_f64().unwrap_or(0.0),
@@ -945,14 +966,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 tick["replicaCpuMs"].as_f64().unwrap_or(0.0) / checked,
             );
         }
-        if let (Some(first), Some(last)) = (bursts.first(), bursts.last()) {
-            let ratio = last["checksPerSecond"].as_f64().unwrap_or(0.0)
-                / first["checksPerSecond"].as_f64().unwrap_or(1.0).max(1e-9);
-            let _ = writeln!(
-                bench.markdown,
-                "\n{} replicas vs {}: {ratio:.2}× the checks per second.",
-                last["setup"]["replicas"], first["setup"]["replicas"]
-            );
+        let rate = |burst: &Value| burst["checksPerSecond"].as_f64().unwrap_or(0.0);
+        if let Some(one) = bursts.first() {
+            for other in &bursts[1..] {
+                let _ = writeln!(
+                    bench.markdown,
+                    "\n{} replica(s) × {} walker(s) vs 1 × 1: {:.2}× the checks per second.",
+                    other["setup"]["replicas"],
+                    other["walkersPerReplica"],
+                    rate(other) / rate(one).max(1e-9)
+                );
+            }
         }
     }
     println!("{}", bench.markdown);

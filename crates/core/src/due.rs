@@ -104,7 +104,6 @@
 //!   walkers creating it at once may both sweep the first batch; a reset repeats batches, never skips one.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::kv::{CasOutcome, KeyValue, KvError};
 
@@ -185,8 +184,8 @@ pub fn claim_window_of(at_ms: i64) -> i64 {
 /// The shard of `user_id`: stable across processes, releases and architectures (a SHA-256 prefix, not
 /// std's randomly seeded hasher).
 pub fn shard_of(user_id: &str) -> u32 {
-    let digest = Sha256::digest(user_id.as_bytes());
-    let prefix = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    // The hash's first four bytes (big-endian), as this has always been computed.
+    let prefix = (crate::ids::stable_hash(user_id) >> 32) as u32;
     prefix % SHARDS
 }
 

@@ -31,7 +31,8 @@
 //!
 //! One listing request per tick while nothing changes, plus one page per 1,000 changed machines; one
 //! key-value read per changed machine and one write per machine that really changed. The baseline of
-//! 100,000 machines is 100 pages, spread over `100 / PAGES_PER_STEP` ticks.
+//! 100,000 machines is 100 pages, read within [`BASELINE_FOLLOW_BUDGET_MS`] a tick (about 40 pages a
+//! tick under Fly's one request a second).
 //!
 //! # Assumptions
 //!
@@ -68,6 +69,11 @@ pub const OVERLAP_S: i64 = 2;
 pub const CLOCK_SKEW_MS: i64 = 5_000;
 /// Time one follow step may spend, waiting out rate limits included (it runs before a tick's walk).
 pub const FOLLOW_BUDGET_MS: i64 = 15_000;
+/// Time and pages a step may spend while no pass has finished yet (the baseline): until then every due
+/// check reads Fly, so the walker that follows is better used finishing the listing than checking.
+pub const BASELINE_FOLLOW_BUDGET_MS: i64 = 40_000;
+/// See [`BASELINE_FOLLOW_BUDGET_MS`].
+pub const BASELINE_PAGES_PER_STEP: usize = 60;
 /// The longest `Retry-After` a follow step waits out between pages; a longer one ends the step (the
 /// pass goes on at the next tick from its recorded cursor).
 pub const MAX_PAGE_WAIT_MS: i64 = 2_000;
@@ -334,9 +340,14 @@ impl<'a> FleetFeed<'a> {
         raw: &mut Vec<u8>,
         report: &mut FollowReport,
     ) -> Result<FollowReport, FollowError> {
-        let until_ms = clock.now_ms() + FOLLOW_BUDGET_MS;
+        let (budget_ms, most_pages) = if state.synced_at_ms.is_none() {
+            (BASELINE_FOLLOW_BUDGET_MS, BASELINE_PAGES_PER_STEP)
+        } else {
+            (FOLLOW_BUDGET_MS, PAGES_PER_STEP)
+        };
+        let until_ms = clock.now_ms() + budget_ms;
         let mut pages = 0;
-        while pages < PAGES_PER_STEP {
+        while pages < most_pages {
             let query = OrgMachineQuery {
                 updated_after: state.pass_after.clone(),
                 cursor: state.cursor.clone(),

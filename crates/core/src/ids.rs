@@ -109,8 +109,26 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.ct_eq(b).into()
 }
 
+/// A hash of `text` that never changes between processes, releases or architectures (the first eight
+/// bytes of its SHA-256, big-endian), unlike std's randomly seeded hasher: for spreading users over
+/// shards and over time.
+pub fn stable_hash(text: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(prefix)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stable_hash_is_pinned() {
+        // SHA-256("user-1") begins c6c289e49e9c05b2: the value must never change between releases.
+        assert_eq!(super::stable_hash("user-1"), 0xc6c2_89e4_9e9c_05b2);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

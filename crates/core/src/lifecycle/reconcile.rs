@@ -610,6 +610,13 @@ impl Session<'_, '_> {
         depth: Depth,
     ) -> Result<ReconcileOutcome, LifecycleError> {
         let now = self.instances.now();
+        if matches!(depth, Depth::Light { .. }) && self.record().last_full_check_at.is_none() {
+            // Never fully checked (a new instance, whose provisioning just read Fly, or one from before
+            // full checks were recorded): its first full check falls at a point of the interval fixed
+            // by its user id, so an upgraded fleet is not fully checked all at once.
+            let spread = first_full_check_spread(&self.user_id());
+            self.commit(|r| r.last_full_check_at = Some(now - spread))?;
+        }
         let depth = match depth {
             Depth::Light { .. }
                 if self
@@ -999,6 +1006,13 @@ enum Depth {
 /// (two 20 ms Fly reads each, some 11 s of one walker's 45 s), where one hour would be 1,700 (67 s,
 /// more than one walker has). Status reads and explicit reconciles are always full.
 pub const FULL_CHECK_INTERVAL_MS: i64 = 6 * 60 * MINUTE_MS;
+
+/// How long before now a never fully checked instance counts as fully checked: a point of
+/// [`FULL_CHECK_INTERVAL_MS`] fixed by the user id (stable, evenly spread).
+fn first_full_check_spread(user_id: &str) -> i64 {
+    let spread = crate::ids::stable_hash(user_id) % FULL_CHECK_INTERVAL_MS.unsigned_abs();
+    i64::try_from(spread).unwrap_or(0)
+}
 
 /// Why and when a due entry is tried again after a failure.
 struct Retry<'e> {

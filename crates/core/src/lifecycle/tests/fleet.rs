@@ -49,7 +49,8 @@ impl World {
 fn a_healthy_running_instance_costs_no_fly_request_between_full_checks() {
     let world = World::new();
     world.running();
-    // The first check is a full one (the record never had one), then the listing vouches for the machine.
+    // The first check gives the record its spread point in the full-check interval; from then on the
+    // listing vouches for the machine until the interval has passed.
     world.due_ticks(7);
     assert!(
         world.record().last_full_check_at.is_some(),
@@ -357,4 +358,25 @@ fn a_light_check_costs_a_few_key_value_calls() {
         .collect();
     // Read the record, take the lease, read the observation, commit and release in one swap.
     assert_eq!(per_check.len(), 4, "{per_check:#?}\nwhole tick: {log:#?}");
+}
+
+#[test]
+fn an_instance_never_fully_checked_gets_a_light_check_and_a_spread_full_check_time() {
+    let world = World::new();
+    world.running();
+    world.edit(|r| r.last_full_check_at = None);
+    let reads = instance_reads(&world);
+    world.due_ticks(7);
+    assert_eq!(
+        instance_reads(&world),
+        reads,
+        "an upgraded fleet is not fully checked all at once"
+    );
+    let last_full = world.record().last_full_check_at.expect("spread point");
+    let now = world.clock.now_ms();
+    assert!(
+        last_full <= now && now - last_full < FULL_CHECK_INTERVAL_MS + 7 * 60_000,
+        "within the interval: {}",
+        now - last_full
+    );
 }

@@ -232,6 +232,8 @@ fn store_error_while_finishing_a_check_requeues_the_instance() {
 #[test]
 fn fly_error_during_a_due_check_retries_at_a_short_backoff() {
     let world = World::with_a_due_check();
+    // A full check, which reads the machine from Fly whatever the fleet listing says.
+    world.edit(|r| r.last_full_check_at = Some(0));
     world.fly.fail_next(FlyCall::GetMachine, server_error());
     let report = world.tick();
     assert_eq!((report.checked, report.requeued), (1, 1), "{report:?}");
