@@ -21,7 +21,7 @@ pub enum Shape {
     /// 40 % running (due uniformly over the next 5 minutes), 60 % stopped (over the next 30), full checks
     /// spread over the past full-check interval: the steady state.
     Mixed,
-    /// Every instance running, all due in the first minute, none ever fully checked.
+    /// Every instance running, all due in the first minute, each due a full check (two Fly reads).
     Burst,
 }
 
@@ -118,7 +118,11 @@ pub fn seed(
                     base + rng.below(30 * MINUTE_MS),
                     Some(seed_now_ms - rng.below(FULL_CHECK_INTERVAL_MS)),
                 ),
-                Shape::Burst => (base + rng.below(MINUTE_MS), None),
+                // Last fully checked two intervals ago: every check is a full one (two Fly reads).
+                Shape::Burst => (
+                    base + rng.below(MINUTE_MS),
+                    Some(seed_now_ms - 2 * FULL_CHECK_INTERVAL_MS),
+                ),
             };
             let mut env_key = [0u8; 32];
             for chunk in env_key.chunks_mut(8) {
