@@ -1,71 +1,13 @@
-//! The core's Redis store adapter ([`RedisKeyValue`]) over the bench's own connections: a synchronous
-//! one for reads, and a pipelining one for seeding that produces the same commands the adapter sends.
+//! A pipelining connection for seeding: the core's Redis store adapter (`RedisKeyValue`) over it
+//! produces exactly the commands the adapter sends, queued instead of sent one by one. Reads go through
+//! the core's own native connection (`kiloclaw_core::testing::NativeRedis`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use kiloclaw_core::kv::KvError;
-use kiloclaw_core::redis_store::{RedisArg, RedisCommands, RedisKeyValue, RedisValue};
-
-/// One synchronous connection, replies flattened as Spin's outbound Redis flattens them.
-pub struct SyncConn(Mutex<redis::Connection>);
-
-impl SyncConn {
-    pub fn connect(url: &str) -> anyhow::Result<Self> {
-        Ok(Self(Mutex::new(
-            redis::Client::open(url)?.get_connection()?,
-        )))
-    }
-
-    /// The store adapter over a new connection to `url`, keys under `prefix`.
-    pub fn store(url: &str, prefix: &str) -> anyhow::Result<RedisKeyValue<Self>> {
-        Ok(RedisKeyValue::new(Self::connect(url)?, prefix))
-    }
-}
-
-fn flatten(value: redis::Value, out: &mut Vec<RedisValue>) -> Result<(), KvError> {
-    match value {
-        redis::Value::Nil => out.push(RedisValue::Nil),
-        redis::Value::Int(v) => out.push(RedisValue::Int(v)),
-        redis::Value::BulkString(v) => out.push(RedisValue::Bytes(v)),
-        redis::Value::SimpleString(s) => out.push(RedisValue::Status(s)),
-        redis::Value::Okay => out.push(RedisValue::Status("OK".to_owned())),
-        redis::Value::Array(items) | redis::Value::Set(items) => {
-            for item in items {
-                flatten(item, out)?;
-            }
-        }
-        other => return Err(KvError::Other(format!("unsupported reply {other:?}"))),
-    }
-    Ok(())
-}
-
-fn command(name: &str, args: Vec<RedisArg>) -> redis::Cmd {
-    let mut cmd = redis::cmd(name);
-    for arg in args {
-        match arg {
-            RedisArg::Int(v) => cmd.arg(v),
-            RedisArg::Bytes(v) => cmd.arg(v),
-        };
-    }
-    cmd
-}
-
-impl RedisCommands for SyncConn {
-    fn execute(&self, name: &str, args: Vec<RedisArg>) -> Result<Vec<RedisValue>, KvError> {
-        let mut connection = self
-            .0
-            .lock()
-            .map_err(|_| KvError::Other("connection poisoned".to_owned()))?;
-        let value: redis::Value = command(name, args)
-            .query(&mut *connection)
-            .map_err(|e| KvError::Other(e.to_string()))?;
-        let mut out = Vec::new();
-        flatten(value, &mut out)?;
-        Ok(out)
-    }
-}
+use kiloclaw_core::redis_store::{RedisArg, RedisCommands, RedisValue};
+use kiloclaw_core::testing::native_command;
 
 /// Queues the adapter's writes for a pipeline instead of sending them one by one. It answers `INCRBY`
 /// from its own counters, which is exact while it is the only writer of a freshly flushed prefix (the
@@ -90,7 +32,7 @@ impl PipeConn {
         }
         let mut pipe = redis::pipe();
         for (name, args) in queued {
-            pipe.add_command(command(&name, args)).ignore();
+            pipe.add_command(native_command(&name, args)).ignore();
         }
         pipe.query::<()>(connection)?;
         Ok(())
@@ -124,6 +66,7 @@ impl RedisCommands for &PipeConn {
 mod tests {
     use super::*;
     use kiloclaw_core::kv::KeyValue;
+    use kiloclaw_core::redis_store::RedisKeyValue;
 
     #[test]
     fn the_pipeline_answers_increments_from_its_counters_and_queues_the_adapters_commands() {

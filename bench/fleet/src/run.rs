@@ -20,11 +20,11 @@ use kiloclaw_core::kv::KeyValue;
 use kiloclaw_core::record::{InstanceRecord, InstanceState};
 use kiloclaw_core::redis_store::RedisKeyValue;
 use kiloclaw_core::store::record_key;
+use kiloclaw_core::testing::NativeRedis;
 use kiloclaw_flysim::{BlockingSim, FaultEffect, FaultRule, Simulator};
 use serde_json::{Value, json};
 
 use crate::measure;
-use crate::redis_conn::SyncConn;
 use crate::seed::{self, Shape};
 
 /// Whether the fleet feed starts synced.
@@ -394,7 +394,7 @@ struct Session {
     label: String,
     sim: BlockingSim,
     prefix: String,
-    kv: RedisKeyValue<SyncConn>,
+    kv: RedisKeyValue<NativeRedis>,
     replicas: Vec<Replica>,
     replica_args: Vec<Vec<String>>,
     logs: Vec<PathBuf>,
@@ -441,7 +441,7 @@ impl Bench<'_> {
             seed_now,
         )?;
         let seed_s = started.elapsed().as_secs_f64();
-        let kv = SyncConn::store(&self.redis_url, &prefix)?;
+        let kv = RedisKeyValue::new(NativeRedis::connect_to(&self.redis_url)?, &prefix);
         let feed_pages = match self.args.feed {
             FeedMode::Warm => warm_feed(&kv, sim.api_url(), t0)?,
             FeedMode::Cold => 0,

@@ -27,6 +27,6 @@ pub use contract::check_key_value_contract;
 pub use envelopes::{BadEnvelope, GoodEnvelope, NodeEnvelopes};
 pub use fly::{FakeFly, FlyCall, StallPoint};
 pub use kv::{KvOp, MemoryKv};
-pub use redis::{LOCAL_REDIS_URL, NativeRedis, local_redis_store_variables};
+pub use redis::{LOCAL_REDIS_URL, NativeRedis, local_redis_store_variables, native_command};
 pub use rng::{SeededRng, fresh_seed, parse_seed};
 pub use stall::Stall;

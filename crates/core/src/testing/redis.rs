@@ -36,11 +36,15 @@ impl std::fmt::Debug for NativeRedis {
 impl NativeRedis {
     /// Connects to `redis://127.0.0.1:6379`.
     pub fn connect() -> Result<Self, KvError> {
-        let client =
-            redis::Client::open(LOCAL_REDIS_URL).map_err(|e| KvError::Other(e.to_string()))?;
+        Self::connect_to(LOCAL_REDIS_URL)
+    }
+
+    /// Connects to the server at `url` (a benchmark's private server, say).
+    pub fn connect_to(url: &str) -> Result<Self, KvError> {
+        let client = redis::Client::open(url).map_err(|e| KvError::Other(e.to_string()))?;
         let connection = client
             .get_connection()
-            .map_err(|e| KvError::Other(format!("Redis at 127.0.0.1:6379: {e}")))?;
+            .map_err(|e| KvError::Other(format!("Redis at {url}: {e}")))?;
         Ok(Self(Mutex::new(connection)))
     }
 
@@ -48,6 +52,18 @@ impl NativeRedis {
     pub fn store(prefix: &str) -> Result<RedisKeyValue<Self>, KvError> {
         Ok(RedisKeyValue::new(Self::connect()?, prefix))
     }
+}
+
+/// The native client's form of one command of the store adapter.
+pub fn native_command(command: &str, args: Vec<RedisArg>) -> redis::Cmd {
+    let mut cmd = redis::cmd(command);
+    for arg in args {
+        match arg {
+            RedisArg::Int(v) => cmd.arg(v),
+            RedisArg::Bytes(v) => cmd.arg(v),
+        };
+    }
+    cmd
 }
 
 fn flatten(value: redis::Value, out: &mut Vec<RedisValue>) -> Result<(), KvError> {
@@ -69,18 +85,11 @@ fn flatten(value: redis::Value, out: &mut Vec<RedisValue>) -> Result<(), KvError
 
 impl RedisCommands for NativeRedis {
     fn execute(&self, command: &str, args: Vec<RedisArg>) -> Result<Vec<RedisValue>, KvError> {
-        let mut cmd = redis::cmd(command);
-        for arg in args {
-            match arg {
-                RedisArg::Int(v) => cmd.arg(v),
-                RedisArg::Bytes(v) => cmd.arg(v),
-            };
-        }
         let mut connection = self
             .0
             .lock()
             .map_err(|_| KvError::Other("poisoned".to_owned()))?;
-        let value: redis::Value = cmd
+        let value: redis::Value = native_command(command, args)
             .query(&mut *connection)
             .map_err(|e| KvError::Other(e.to_string()))?;
         let mut out = Vec::new();
