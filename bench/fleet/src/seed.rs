@@ -8,6 +8,7 @@ use kiloclaw_core::lifecycle::FULL_CHECK_INTERVAL_MS;
 use kiloclaw_core::record::{AppSetup, InstanceRecord, InstanceState, SCHEMA_VERSION};
 use kiloclaw_core::redis_store::RedisKeyValue;
 use kiloclaw_core::store::record_key;
+use kiloclaw_core::testing::SeededRng;
 use kiloclaw_flysim::{FleetSeed, SeedInstance, SeedState, SimAdmin};
 
 use crate::redis_conn::PipeConn;
@@ -32,27 +33,10 @@ pub struct Seeded {
     pub stopped: usize,
 }
 
-/// A small deterministic generator (splitmix64), so runs seed the same fleet.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..span` (span > 0).
-    pub fn below(&mut self, span: i64) -> i64 {
-        let span = u64::try_from(span.max(1)).unwrap_or(1);
-        i64::try_from(self.next_u64() % span).unwrap_or(0)
-    }
+/// Uniform in `0..span_ms` from the core's seeded generator (splitmix64), so runs seed the same fleet.
+fn below(rng: &mut SeededRng, span_ms: i64) -> i64 {
+    let drawn = rng.below(span_ms.max(1).unsigned_abs());
+    i64::try_from(drawn).unwrap_or(0)
 }
 
 /// Whether user `index` of a mixed fleet runs (two in five).
@@ -74,7 +58,7 @@ pub fn seed(
     first_minute: i64,
     seed_now_ms: i64,
 ) -> anyhow::Result<Seeded> {
-    let mut rng = Rng::new(0x5EED_F1EE_7000 ^ count as u64);
+    let mut rng = SeededRng(0x5EED_F1EE_7000 ^ count as u64);
     let pipe = PipeConn::default();
     let kv = RedisKeyValue::new(&pipe, prefix);
     let due = DueIndex::new(&kv);
@@ -111,16 +95,16 @@ pub fn seed(
             let is_running = is_running(shape, index);
             let (next_check, last_full) = match shape {
                 Shape::Mixed if is_running => (
-                    base + rng.below(5 * MINUTE_MS),
-                    Some(seed_now_ms - rng.below(FULL_CHECK_INTERVAL_MS)),
+                    base + below(&mut rng, 5 * MINUTE_MS),
+                    Some(seed_now_ms - below(&mut rng, FULL_CHECK_INTERVAL_MS)),
                 ),
                 Shape::Mixed => (
-                    base + rng.below(30 * MINUTE_MS),
-                    Some(seed_now_ms - rng.below(FULL_CHECK_INTERVAL_MS)),
+                    base + below(&mut rng, 30 * MINUTE_MS),
+                    Some(seed_now_ms - below(&mut rng, FULL_CHECK_INTERVAL_MS)),
                 ),
                 // Last fully checked two intervals ago: every check is a full one (two Fly reads).
                 Shape::Burst => (
-                    base + rng.below(MINUTE_MS),
+                    base + below(&mut rng, MINUTE_MS),
                     Some(seed_now_ms - 2 * FULL_CHECK_INTERVAL_MS),
                 ),
             };
@@ -182,8 +166,8 @@ mod tests {
 
     #[test]
     fn the_generator_stays_in_range_and_the_mix_is_two_in_five() {
-        let mut rng = Rng::new(1);
-        assert!((0..1_000).all(|_| (0..300).contains(&rng.below(300))));
+        let mut rng = SeededRng(1);
+        assert!((0..1_000).all(|_| (0..300).contains(&below(&mut rng, 300))));
         let running = (0..1_000).filter(|i| is_running(Shape::Mixed, *i)).count();
         assert_eq!(running, 400);
     }
