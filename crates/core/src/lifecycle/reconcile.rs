@@ -134,8 +134,9 @@ impl Instances<'_> {
     /// under its lease, within `budget` of wall time and at most `max_checks` checks; then sweeps one batch
     /// of the registry (see [`crate::due`]). Safe to run concurrently and to kill at any point.
     ///
-    /// A failure of the index itself (claiming, reading or clearing a minute) ends the walk and is
-    /// returned after the sweep ran; nothing is lost by it (the minute's claim expires). A failure for one
+    /// A failure of the index itself (claiming a shard, reading or clearing a minute) ends the walk and
+    /// is returned after the sweep ran; nothing is lost by it (the shard's claim expires, and the
+    /// minute keeps its entries and progress). A failure for one
     /// instance only requeues that instance.
     pub fn reconcile_due(
         &self,

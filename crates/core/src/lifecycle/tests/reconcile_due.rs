@@ -1,4 +1,4 @@
-//! The due walk never forgets an instance (DESIGN decision 4): a claimed minute survives the death of its
+//! The due walk never forgets an instance (DESIGN decision 4): a claimed shard survives the death of its
 //! claimant or a store error, a check that fails for one instance requeues it at a short backoff, and the
 //! slow sweep over the registry puts an instance that fell out of the index back into it.
 //!
