@@ -12,16 +12,13 @@ use anyhow::{Context, bail};
 use kiloclaw_core::clock::Clock;
 use kiloclaw_core::due::{DueIndex, MINUTE_MS, SHARDS, minute_of};
 use kiloclaw_core::fleet::FleetFeed;
-use kiloclaw_core::fly::{
-    FlyClient, FlyClientConfig, HttpRequest, HttpResponse, HttpTransport, TransportError,
-    TransportErrorKind,
-};
+use kiloclaw_core::fly::{FlyClient, FlyClientConfig};
 use kiloclaw_core::kv::KeyValue;
 use kiloclaw_core::record::{InstanceRecord, InstanceState};
 use kiloclaw_core::redis_store::RedisKeyValue;
 use kiloclaw_core::store::record_key;
 use kiloclaw_core::testing::NativeRedis;
-use kiloclaw_flysim::{BlockingSim, FaultEffect, FaultRule, Simulator};
+use kiloclaw_flysim::{BlockingSim, BlockingTransport, FaultEffect, FaultRule, Simulator};
 use serde_json::{Value, json};
 
 use crate::measure;
@@ -233,52 +230,6 @@ impl Drop for Replica {
     }
 }
 
-/// `HttpTransport` over reqwest on a runtime of its own, for the native follow of the fleet feed.
-struct BlockingTransport {
-    runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
-}
-
-impl HttpTransport for BlockingTransport {
-    fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let io = |e: reqwest::Error| TransportError::new(TransportErrorKind::Io, e.to_string());
-        self.runtime.block_on(async {
-            let method =
-                reqwest::Method::from_bytes(request.method.as_str().as_bytes()).map_err(|e| {
-                    TransportError::new(TransportErrorKind::InvalidRequest, e.to_string())
-                })?;
-            let mut builder = self
-                .client
-                .request(method, &request.url)
-                .timeout(request.timeout);
-            for (name, value) in &request.headers {
-                builder = builder.header(name, value);
-            }
-            if let Some(body) = request.body {
-                builder = builder.body(body);
-            }
-            let response = builder.send().await.map_err(io)?;
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let body = response.bytes().await.map_err(io)?.to_vec();
-            Ok(HttpResponse {
-                status,
-                headers,
-                body,
-            })
-        })
-    }
-}
-
 /// The real clock moved by a fixed offset (the simulated time of the seeding).
 struct ShiftedClock {
     offset_ms: i64,
@@ -299,12 +250,7 @@ fn warm_feed(kv: &dyn KeyValue, sim_url: &str, sim_now_ms: i64) -> anyhow::Resul
     let clock = ShiftedClock {
         offset_ms: sim_now_ms - now_ms(),
     };
-    let transport = BlockingTransport {
-        runtime: tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        client: reqwest::Client::new(),
-    };
+    let transport = BlockingTransport::new()?;
     let client = FlyClient::new(
         transport,
         &FlyClientConfig {

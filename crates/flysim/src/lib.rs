@@ -94,6 +94,7 @@ pub mod proxy;
 mod ratelimit;
 mod sim;
 pub mod state;
+pub mod transport;
 
 use std::future::Future;
 use std::io;
@@ -114,6 +115,7 @@ pub use config::{Delays, RegionConfig, SimConfig, default_regions};
 pub use faults::{ChaosProfile, FaultEffect, FaultRule};
 pub use fleet::{FleetSeed, SeedInstance, SeedState, SeededInstance};
 pub use sim::{RequestRecord, RequestStats};
+pub use transport::BlockingTransport;
 
 use crate::sim::SimState;
 

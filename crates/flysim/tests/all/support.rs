@@ -1,80 +1,20 @@
-//! Shared helpers: a reqwest-blocking `HttpTransport`, simulator start-up and common fixtures.
+//! Shared helpers: simulator start-up and common fixtures (the client's transport is the crate's
+//! `BlockingTransport`).
 
 use std::time::{Duration, Instant};
 
 use kiloclaw_core::fly::{
     CreateMachineRequest, CreateVolumeRequest, FlyApi, FlyClient, FlyClientConfig, GuestConfig,
-    HttpRequest, HttpResponse, HttpTransport, Machine, MachineConfig, MachineMount, MachineService,
-    MachineState, ServicePort, TransportError, TransportErrorKind, Volume, WaitRequest, WaitState,
+    Machine, MachineConfig, MachineMount, MachineService, MachineState, ServicePort, Volume,
+    WaitRequest, WaitState,
 };
+pub use kiloclaw_flysim::BlockingTransport;
 use kiloclaw_flysim::{BlockingSim, Delays, SimConfig, Simulator};
 
 pub const TOKEN: &str = "test-token";
 pub const APP: &str = "acct-test";
 pub const ORG: &str = "kilo";
 pub const GATEWAY_TOKEN: &str = "gw-secret-123";
-
-/// `HttpTransport` over reqwest's blocking client.
-pub struct BlockingTransport {
-    client: reqwest::blocking::Client,
-}
-
-impl BlockingTransport {
-    pub fn new() -> Self {
-        Self {
-            client: reqwest::blocking::Client::builder()
-                .build()
-                .expect("reqwest client"),
-        }
-    }
-}
-
-impl HttpTransport for BlockingTransport {
-    fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let method = reqwest::Method::from_bytes(request.method.as_str().as_bytes())
-            .map_err(|e| TransportError::new(TransportErrorKind::InvalidRequest, e.to_string()))?;
-        let mut builder = self
-            .client
-            .request(method, &request.url)
-            .timeout(request.timeout);
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
-        }
-        if let Some(body) = request.body {
-            builder = builder.body(body);
-        }
-        let response = builder.send().map_err(|e| {
-            let kind = if e.is_timeout() {
-                TransportErrorKind::Timeout
-            } else if e.is_connect() {
-                TransportErrorKind::Connect
-            } else {
-                TransportErrorKind::Io
-            };
-            TransportError::new(kind, e.to_string())
-        })?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = response
-            .bytes()
-            .map_err(|e| TransportError::new(TransportErrorKind::Io, e.to_string()))?
-            .to_vec();
-        Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        })
-    }
-}
 
 pub type Client = FlyClient<BlockingTransport>;
 
@@ -126,7 +66,7 @@ pub fn start() -> Env {
 
 pub fn client_for(base_url: &str, token: &str) -> Client {
     FlyClient::new(
-        BlockingTransport::new(),
+        BlockingTransport::new().expect("reqwest client"),
         &FlyClientConfig::new(token).with_base_url(base_url),
     )
 }
