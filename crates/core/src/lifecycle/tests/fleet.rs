@@ -274,53 +274,16 @@ fn a_short_rate_limit_on_the_listing_is_waited_out_a_long_one_ends_the_step() {
     );
 }
 
-/// The world's bucket, logging every call as `operation key`.
-struct LoggingKv<'a> {
-    inner: &'a MemoryKv,
-    log: std::sync::Mutex<Vec<String>>,
-}
+/// Logs every call as `operation key` (keys of a batch joined by commas).
+#[derive(Default)]
+struct CallLog(std::sync::Mutex<Vec<String>>);
 
-impl LoggingKv<'_> {
-    fn note(&self, operation: &str, key: &str) {
-        if let Ok(mut log) = self.log.lock() {
-            log.push(format!("{operation} {key}"));
+impl BeforeCall for CallLog {
+    fn before(&self, operation: &str, keys: &[&str]) -> Result<(), crate::kv::KvError> {
+        if let Ok(mut log) = self.0.lock() {
+            log.push(format!("{operation} {}", keys.join(",")));
         }
-    }
-}
-
-impl crate::kv::KeyValue for LoggingKv<'_> {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, crate::kv::KvError> {
-        self.note("get", key);
-        self.inner.get(key)
-    }
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), crate::kv::KvError> {
-        self.note("set", key);
-        self.inner.set(key, value)
-    }
-    fn delete(&self, key: &str) -> Result<(), crate::kv::KvError> {
-        self.note("delete", key);
-        self.inner.delete(key)
-    }
-    fn exists(&self, key: &str) -> Result<bool, crate::kv::KvError> {
-        self.note("exists", key);
-        self.inner.exists(key)
-    }
-    fn increment(&self, key: &str, delta: i64) -> Result<i64, crate::kv::KvError> {
-        self.note("increment", key);
-        self.inner.increment(key, delta)
-    }
-    fn get_many(&self, keys: &[String]) -> Result<crate::kv::KeyValues, crate::kv::KvError> {
-        self.note("get_many", &keys.join(","));
-        self.inner.get_many(keys)
-    }
-    fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
-    ) -> Result<crate::kv::CasOutcome, crate::kv::KvError> {
-        self.note("cas", key);
-        self.inner.compare_and_swap(key, expected, new)
+        Ok(())
     }
 }
 
@@ -331,9 +294,9 @@ fn a_light_check_costs_a_few_key_value_calls() {
     world.due_ticks(7); // the full check
     // Next due check: a light one, confirmed by the listing.
     world.clock.advance(Duration::from_secs(6 * 60));
-    let logging = LoggingKv {
+    let logging = HookedKv {
         inner: &world.kv,
-        log: std::sync::Mutex::new(Vec::new()),
+        hook: CallLog::default(),
     };
     let report = Instances::new(
         &logging,
@@ -345,7 +308,7 @@ fn a_light_check_costs_a_few_key_value_calls() {
     .reconcile_due(Duration::from_secs(30), 100)
     .expect("tick");
     assert_eq!(report.checked, 1, "{report:?}");
-    let log = logging.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let log = logging.hook.0.lock().map(|l| l.clone()).unwrap_or_default();
     // The check's own calls on the record and the observation (the tick's listing step and sweep read
     // them in batches, which are per tick, not per check).
     let per_check: Vec<&String> = log

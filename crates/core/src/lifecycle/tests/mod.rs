@@ -100,6 +100,55 @@ impl World {
     }
 }
 
+/// Something run before every call of a [`HookedKv`]: `operation` is `get`, `set`, `delete`, `exists`,
+/// `increment`, `get_many` or `cas`; an `Err` fails the call without reaching the bucket.
+trait BeforeCall {
+    fn before(&self, operation: &str, keys: &[&str]) -> Result<(), crate::kv::KvError>;
+}
+
+/// The world's bucket seen through a [`BeforeCall`] hook (fault injection, call logs).
+struct HookedKv<'a, H> {
+    inner: &'a MemoryKv,
+    hook: H,
+}
+
+impl<H: BeforeCall> crate::kv::KeyValue for HookedKv<'_, H> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, crate::kv::KvError> {
+        self.hook.before("get", &[key])?;
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), crate::kv::KvError> {
+        self.hook.before("set", &[key])?;
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), crate::kv::KvError> {
+        self.hook.before("delete", &[key])?;
+        self.inner.delete(key)
+    }
+    fn exists(&self, key: &str) -> Result<bool, crate::kv::KvError> {
+        self.hook.before("exists", &[key])?;
+        self.inner.exists(key)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, crate::kv::KvError> {
+        self.hook.before("increment", &[key])?;
+        self.inner.increment(key, delta)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<crate::kv::KeyValues, crate::kv::KvError> {
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.hook.before("get_many", &names)?;
+        self.inner.get_many(keys)
+    }
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<crate::kv::CasOutcome, crate::kv::KvError> {
+        self.hook.before("cas", &[key])?;
+        self.inner.compare_and_swap(key, expected, new)
+    }
+}
+
 fn config() -> InstanceConfig {
     InstanceConfig {
         env_vars: Some(BTreeMap::from([("FOO".into(), "bar".into())])),

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::kv::{CasOutcome, KeyValue, KeyValues, KvError};
+use crate::kv::{KeyValue, KvError};
 
 use super::*;
 
@@ -24,26 +24,16 @@ enum Fault {
 /// Picks the calls to fail: `rule(operation, key)`.
 type Rule<'a> = Box<dyn Fn(&str, &str) -> bool + 'a>;
 
-/// The world's bucket, failing the calls that its rule picks (see [`Fault`]).
-struct FaultyKv<'a> {
-    inner: &'a MemoryKv,
+/// What [`FaultyKv`] fails: the calls its rule picks (see [`Fault`]).
+struct Faults<'a> {
     rule: Rule<'a>,
     fault: Fault,
     /// The rule matched already (for `Once`: spent; for `Die`: dead).
     tripped: AtomicBool,
 }
 
-impl<'a> FaultyKv<'a> {
-    fn new(inner: &'a MemoryKv, fault: Fault, rule: impl Fn(&str, &str) -> bool + 'a) -> Self {
-        Self {
-            inner,
-            rule: Box::new(rule),
-            fault,
-            tripped: AtomicBool::new(false),
-        }
-    }
-
-    fn check(&self, operation: &str, keys: &[&str]) -> Result<(), KvError> {
+impl BeforeCall for Faults<'_> {
+    fn before(&self, operation: &str, keys: &[&str]) -> Result<(), KvError> {
         let tripped = self.tripped.load(Ordering::SeqCst);
         if tripped && self.fault == Fault::Die {
             return Err(KvError::Other("process is dead".into()));
@@ -56,40 +46,24 @@ impl<'a> FaultyKv<'a> {
     }
 }
 
-impl KeyValue for FaultyKv<'_> {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.check("get", &[key])?;
-        self.inner.get(key)
+/// The world's bucket, failing the calls that its rule picks (see [`Fault`]).
+type FaultyKv<'a> = HookedKv<'a, Faults<'a>>;
+
+impl<'a> FaultyKv<'a> {
+    fn new(inner: &'a MemoryKv, fault: Fault, rule: impl Fn(&str, &str) -> bool + 'a) -> Self {
+        Self {
+            inner,
+            hook: Faults {
+                rule: Box::new(rule),
+                fault,
+                tripped: AtomicBool::new(false),
+            },
+        }
     }
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.check("set", &[key])?;
-        self.inner.set(key, value)
-    }
-    fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.check("delete", &[key])?;
-        self.inner.delete(key)
-    }
-    fn exists(&self, key: &str) -> Result<bool, KvError> {
-        self.check("exists", &[key])?;
-        self.inner.exists(key)
-    }
-    fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
-        self.check("increment", &[key])?;
-        self.inner.increment(key, delta)
-    }
-    fn get_many(&self, keys: &[String]) -> Result<KeyValues, KvError> {
-        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.check("get_many", &names)?;
-        self.inner.get_many(keys)
-    }
-    fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
-    ) -> Result<CasOutcome, KvError> {
-        self.check("cas", &[key])?;
-        self.inner.compare_and_swap(key, expected, new)
+
+    /// Whether the rule has matched.
+    fn tripped(&self) -> bool {
+        self.hook.tripped.load(Ordering::SeqCst)
     }
 }
 
@@ -165,7 +139,7 @@ fn due_shard_claimed_by_a_walker_that_died_is_walked_again_once_the_claim_expire
     let dying = FaultyKv::new(&world.kv, Fault::Die, |_, key| key == record_key(USER));
     let _ = world.tick_through(&dying);
     assert!(
-        dying.tripped.load(Ordering::SeqCst),
+        dying.tripped(),
         "the walker got as far as the user's record"
     );
     assert_eq!(
@@ -183,7 +157,7 @@ fn store_error_after_the_claim_does_not_lose_the_minute() {
         operation == "get_many" && is_slot_key(key)
     });
     let _ = world.tick_through(&flaky);
-    assert!(flaky.tripped.load(Ordering::SeqCst), "the fault was hit");
+    assert!(flaky.tripped(), "the fault was hit");
     assert_eq!(world.ticks(3), 1, "the minute is walked again");
 }
 
@@ -208,7 +182,7 @@ fn failed_lease_attempt_requeues_the_instance_at_a_short_backoff() {
         operation == "cas" && key == record_key(USER)
     });
     let report = world.tick_through(&flaky).expect("tick");
-    assert!(flaky.tripped.load(Ordering::SeqCst), "the fault was hit");
+    assert!(flaky.tripped(), "the fault was hit");
     assert_requeued_at_the_backoff(&world, &report);
 }
 
@@ -221,7 +195,7 @@ fn store_error_while_finishing_a_check_requeues_the_instance() {
         operation == "set" && is_slot_key(key)
     });
     let report = world.tick_through(&flaky).expect("tick");
-    assert!(flaky.tripped.load(Ordering::SeqCst), "the fault was hit");
+    assert!(flaky.tripped(), "the fault was hit");
     assert_eq!((report.errors, report.requeued), (1, 1), "{report:?}");
     assert!(
         world.ticks(5) >= 1,
@@ -321,7 +295,7 @@ fn requeue_refused_by_the_store_keeps_the_minute_for_the_next_tick() {
         operation == "set" && is_slot_key(key)
     });
     let report = world.tick_through(&flaky).expect("tick");
-    assert!(flaky.tripped.load(Ordering::SeqCst), "the fault was hit");
+    assert!(flaky.tripped(), "the fault was hit");
     assert_eq!((report.checked, report.requeued, report.minutes), (0, 0, 0));
     world.store().release(held).expect("release");
     assert_eq!(
