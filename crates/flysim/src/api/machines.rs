@@ -12,7 +12,7 @@ use kiloclaw_core::fly::{
 };
 use serde_json::json;
 
-use super::{Pairs, Sim, json_response, parse_body, query_flag, query_value};
+use super::{Pairs, Sim, json_response, parse_body, query_flag, query_list, query_value};
 use crate::error::{ApiError, ApiResult};
 use crate::exec;
 use crate::state::{state_matches, wait_targets};
@@ -27,14 +27,7 @@ pub async fn list(sim: Sim, Path(app): Path<String>, query: Pairs) -> ApiResult<
         .collect();
     let include_deleted = query_flag(&query, "include_deleted");
     let region = query_value(&query, "region").map(str::to_owned);
-    let states: Vec<String> = query_value(&query, "state")
-        .map(|s| {
-            s.split(',')
-                .map(|p| p.trim().to_owned())
-                .filter(|p| !p.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let states = query_list(&query, "state");
     let machines = sim.read(|world| {
         world.app(&app)?;
         Ok::<_, ApiError>(

@@ -297,3 +297,15 @@ pub fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a s
 pub fn query_flag(pairs: &[(String, String)], key: &str) -> bool {
     query_value(pairs, key).is_some_and(|v| v == "true" || v == "1")
 }
+
+/// A comma list (`state=started,stopped`), blanks dropped; empty when the key is absent.
+pub fn query_list(pairs: &[(String, String)], key: &str) -> Vec<String> {
+    query_value(pairs, key)
+        .map(|s| {
+            s.split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -31,7 +31,7 @@ use kiloclaw_core::fly::Machine;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Pairs, Sim, json_response, query_flag, query_value};
+use super::{Pairs, Sim, json_response, query_flag, query_list, query_value};
 use crate::error::{ApiError, ApiResult};
 use crate::state::{MachineRec, World, now_ms};
 
@@ -106,14 +106,7 @@ impl OrgListing {
                 Some(humantime::format_rfc3339_seconds(instant).to_string())
             }
         };
-        let states = query_value(query, "state")
-            .map(|s| {
-                s.split(',')
-                    .map(|p| p.trim().to_owned())
-                    .filter(|p| !p.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let states = query_list(query, "state");
         Ok(Self {
             limit,
             after,
