@@ -326,15 +326,29 @@ impl InstanceRecord {
         !self.user_id.is_empty() && self.status.is_some()
     }
 
-    /// The reconciler must keep looking at this record: it is provisioned, or it may name (or fail to
-    /// name) Fly resources that still need settling or deleting — a create whose result was never
-    /// recorded, or orphans — as a first provision that failed midway leaves.
+    /// The reconciler must keep looking at this record: it is provisioned, it has Fly resources to
+    /// settle or delete ([`Self::has_unsettled_creates`]), or it holds the volume of a first provision
+    /// that failed midway ([`Self::holds_unprovisioned_volume`]).
     pub fn needs_watch(&self) -> bool {
-        self.is_provisioned()
-            || (!self.user_id.is_empty()
-                && (self.unconfirmed_create_at.is_some()
-                    || !self.orphaned_machine_ids.is_empty()
-                    || !self.orphaned_volume_ids.is_empty()))
+        self.is_provisioned() || self.has_unsettled_creates() || self.holds_unprovisioned_volume()
+    }
+
+    /// Not provisioned, but it may name (or fail to name) Fly resources that still need settling or
+    /// deleting — a create whose result was never recorded, or orphans — as a first provision that
+    /// failed midway leaves.
+    pub fn has_unsettled_creates(&self) -> bool {
+        !self.is_provisioned()
+            && !self.user_id.is_empty()
+            && (self.unconfirmed_create_at.is_some()
+                || !self.orphaned_machine_ids.is_empty()
+                || !self.orphaned_volume_ids.is_empty())
+    }
+
+    /// Not provisioned, yet naming a volume: a first provision created (or adopted) it and then failed.
+    /// The next provision reuses it, so it is kept; but Fly can still lose it, and a record must never
+    /// go on naming a volume that is gone.
+    pub fn holds_unprovisioned_volume(&self) -> bool {
+        !self.is_provisioned() && !self.user_id.is_empty() && self.fly_volume_id.is_some()
     }
 
     /// JSON bytes of the record. A record a newer release wrote keeps its newer schema version

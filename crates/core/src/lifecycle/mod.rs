@@ -264,10 +264,11 @@ impl<'a> Session<'_, 'a> {
         let now = instances.now();
         let record = guard.record();
         // A record that was never provisioned but still has Fly resources to settle or delete is looked
-        // at on the destroying cadence.
+        // at on the destroying cadence; one that only holds its failed provision's volume, on the idle one.
         let interval = match record.status {
             Some(status) => Some(interval_for(status)),
-            None if record.needs_watch() => Some(INTERVAL_DESTROYING),
+            None if record.has_unsettled_creates() => Some(INTERVAL_DESTROYING),
+            None if record.needs_watch() => Some(INTERVAL_IDLE),
             None => None,
         };
         let wanted = interval.map(|interval| {

@@ -431,12 +431,7 @@ fn check_volume_region(session: &mut Session<'_, '_>) -> Result<(), LifecycleErr
         }
         Ok(_) => Ok(()),
         Err(error) if error.is_not_found() => {
-            tracing::warn!(tag = "reconcile", reason = "start", action = "replace_lost_volume", user_id = %session.user_id(),
-                old_volume_id = %volume_id, data_loss = true);
-            session.commit(|r| {
-                r.fly_volume_id = None;
-                r.fly_region = None;
-            })?;
+            session.forget_lost_volume("start", &volume_id)?;
             session.ensure_volume("start")
         }
         Err(error) => {

@@ -4,8 +4,9 @@
 //! # Flow (one instance, under its lease)
 //!
 //! 0. A create whose result was never recorded → adopt or orphan what Fly holds (`settle`, on every
-//!    session). A record never provisioned is only looked at while it has something to settle or
-//!    orphans to delete (a first provision that failed midway).
+//!    session). A record never provisioned is only looked at while it has something to settle,
+//!    orphans to delete or a volume to verify (a first provision that failed midway); a volume Fly
+//!    lost is forgotten there, not replaced.
 //! 1. `destroying` → retry the pending deletes and finish the destroy; nothing else runs.
 //! 2. Per-user app setup left incomplete → finish it (the original's App DO retry alarm).
 //! 3. Orphans from capacity recovery → delete them.
@@ -637,12 +638,20 @@ impl Session<'_, '_> {
         };
         if !self.record().is_provisioned() {
             // Never provisioned, but a failed first provision left something to delete (the session
-            // settled any unconfirmed create before this).
-            if self.record().needs_watch() {
-                self.cleanup_orphans(reason)?;
-                return Ok(outcome);
+            // settled any unconfirmed create before this) or a volume for the next provision, which
+            // must still exist; nothing is created for a record that is not provisioned.
+            if !self.record().needs_watch() {
+                return Ok(ReconcileOutcome::default());
             }
-            return Ok(ReconcileOutcome::default());
+            self.cleanup_orphans(reason)?;
+            if let Err(error) = self.verify_recorded_volume(reason) {
+                note(&mut outcome, &error);
+                if let LifecycleError::Store(_) = error {
+                    return Err(error);
+                }
+                tracing::warn!(tag = "reconcile", reason, action = "volume_check_failed", user_id = %self.user_id(), error = %error);
+            }
+            return Ok(outcome);
         }
         if self.record().status == Some(InstanceState::Destroying) {
             self.retry_pending_destroy(reason)?;
@@ -946,24 +955,43 @@ impl Session<'_, '_> {
         })
     }
 
+    /// Volume: none → create one; recorded but gone → replace it with an empty one.
     fn reconcile_volume(&mut self, reason: &'static str) -> Result<(), LifecycleError> {
+        if self.verify_recorded_volume(reason)? {
+            return Ok(());
+        }
+        self.ensure_volume(reason)
+    }
+
+    /// Reads the recorded volume from Fly: whether it exists. One that Fly no longer has (404) is
+    /// forgotten, logged as data loss, so the record never names it again.
+    fn verify_recorded_volume(&mut self, reason: &'static str) -> Result<bool, LifecycleError> {
         let Some(volume_id) = self.record().fly_volume_id.clone() else {
-            return self.ensure_volume(reason);
+            return Ok(false);
         };
         let app = self.app_name()?;
         match self.instances.fly.get_volume(&app, &volume_id) {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(error) if error.is_not_found() => {
-                tracing::warn!(tag = "reconcile", reason, action = "replace_lost_volume", user_id = %self.user_id(),
-                    old_volume_id = %volume_id, data_loss = true);
-                self.commit(|r| {
-                    r.fly_volume_id = None;
-                    r.fly_region = None;
-                })?;
-                self.ensure_volume(reason)
+                self.forget_lost_volume(reason, &volume_id)?;
+                Ok(false)
             }
             Err(error) => Err(LifecycleError::fly("get volume", error)),
         }
+    }
+
+    /// Forgets a recorded volume Fly answered 404 for (its data is gone with it).
+    pub(crate) fn forget_lost_volume(
+        &mut self,
+        reason: &'static str,
+        volume_id: &str,
+    ) -> Result<(), LifecycleError> {
+        tracing::warn!(tag = "reconcile", reason, action = "forget_lost_volume", user_id = %self.user_id(),
+            old_volume_id = %volume_id, data_loss = true);
+        self.commit(|r| {
+            r.fly_volume_id = None;
+            r.fly_region = None;
+        })
     }
 }
 

@@ -161,6 +161,58 @@ fn a_first_provision_whose_volume_create_answered_503_leaves_nothing_unwatched()
 }
 
 #[test]
+fn the_volume_of_a_failed_first_provision_that_fly_loses_is_forgotten_not_replaced() {
+    // The chaos-convergence test found it: a failed first provision's volume, settled into a record
+    // that is not provisioned, was lost out of band and the record named it forever (nothing looked).
+    let world = World::new();
+    world.fly.fail_next_after_effect(FlyCall::CreateVolume, 503);
+    world
+        .instances()
+        .provision(USER, &config())
+        .expect_err("the volume create answered 503");
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile settles the volume");
+    let record = world.record();
+    let volume_id = record
+        .fly_volume_id
+        .clone()
+        .expect("settled into the record");
+    assert_eq!(record.status, None);
+    assert!(record.holds_unprovisioned_volume() && !record.has_unsettled_creates());
+    assert!(record.next_check_at_ms.is_some(), "still watched");
+    // Once the settling check's entry has passed, the next check is on the idle cadence.
+    world.clock.advance(std::time::Duration::from_secs(2 * 60));
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let now = world.clock.now_ms();
+    let next = world.record().next_check_at_ms.expect("still watched");
+    let idle = crate::store::duration_ms(crate::lifecycle::INTERVAL_IDLE);
+    assert!(
+        (now + idle..=now + idle + JITTER_MS as i64).contains(&next),
+        "on the idle cadence: {next} from {now}"
+    );
+
+    world.fly.remove_volume(APP, &volume_id);
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    let record = world.record();
+    assert_eq!(record.fly_volume_id, None, "forgotten: {record:?}");
+    assert_eq!(record.status, None, "still not provisioned");
+    assert!(world.fly.volumes(APP).is_empty(), "nothing created for it");
+    assert!(!record.needs_watch() && record.next_check_at_ms.is_none());
+
+    world.provision();
+    assert_eq!(world.fly.volumes(APP).len(), 1, "the provision creates one");
+    assert_fly_matches_record(&world);
+}
+
+#[test]
 fn a_holder_that_died_between_its_create_and_its_commit_leaves_no_orphan() {
     // A SIGKILL between the create and the commit: the same state as a create whose answer was lost.
     let world = World::new();
