@@ -9,7 +9,8 @@
 //!
 //! Bounded and on 127.0.0.1 only. `KILOCLAW_CHAOS_SEEDS` (comma-separated, decimal or 0x-hex) and
 //! `KILOCLAW_CHAOS_USERS` override the defaults (`.ci/run` runs two seeds of 100 users); a failure
-//! prints the seed and the user so it replays.
+//! prints the seed and the user so it replays, and `KILOCLAW_CHAOS_TRACE=1` prints what is left after
+//! every pass.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -77,6 +78,8 @@ struct Report {
     after_effect_faults: usize,
     lost_out_of_band: usize,
     passes: usize,
+    /// Divergences left after each pass (how convergence went).
+    left_after_pass: Vec<usize>,
     workload: Duration,
 }
 
@@ -84,14 +87,15 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} control-plane requests answered {:?}; {} Fly answers faulted ({} after the work), {} resources lost out of band; workload {:.1} s; converged after {} reconcile pass(es)",
+            "{} control-plane requests answered {:?}; {} Fly answers faulted ({} after the work), {} resources lost out of band; workload {:.1} s; converged after {} reconcile pass(es) (divergences left after each: {:?})",
             self.requests,
             self.statuses,
             self.faults,
             self.after_effect_faults,
             self.lost_out_of_band,
             self.workload.as_secs_f64(),
-            self.passes
+            self.passes,
+            self.left_after_pass
         )
     }
 }
@@ -191,6 +195,10 @@ async fn run_seed(seed: u64, users: usize) -> anyhow::Result<Report> {
     for pass in 1..=MAX_PASSES {
         reconcile_everyone(&sys, &names).await?;
         problems = divergences(&sys, &kv, &names).await?;
+        report.left_after_pass.push(problems.len());
+        if std::env::var_os("KILOCLAW_CHAOS_TRACE").is_some() {
+            println!("after pass {pass}:\n{}", problems.join("\n"));
+        }
         if problems.is_empty() {
             report.passes = pass;
             break;

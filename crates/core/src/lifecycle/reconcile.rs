@@ -13,7 +13,9 @@
 //! 4. Machine: none recorded → metadata recovery (30-minute cooldown); else read it and sync the status
 //!    (`started` → running; `stopped`/`created` while running → fail count, `stopped` at 5; a status
 //!    read's live check marks `stopped` at once, also for `suspended`/`destroyed`), repair the
-//!    `/root` mount of a started machine, and on 404 forget the machine (`stopped`).
+//!    `/root` mount of a started machine (a wrong path by an update; Fly cannot swap a volume, so a
+//!    machine on another volume that exists makes the record adopt it, and one on none or a lost one
+//!    is retired, `stopped`), and on 404 forget the machine (`stopped`).
 //! 5. Volume: none → create one; recorded but 404 → replace it with an empty one (logged as data loss).
 //! 6. Schedule the next check by status (running 5 min, destroying 1 min, idle 30 min, + 0–60 s jitter).
 //!
@@ -33,6 +35,7 @@ use crate::machine::{METADATA_USER_ID, VOLUME_MOUNT_PATH, mount};
 use crate::record::{InstanceRecord, InstanceState};
 use crate::store::{StoreError, duration_ms, record_key};
 
+use super::resources::MountCheck;
 use super::{INTERVAL_IDLE, Instances, LifecycleError, SELF_HEAL_THRESHOLD, Session};
 
 /// What one reconcile pass found.
@@ -842,8 +845,9 @@ impl Session<'_, '_> {
         }
     }
 
-    /// `reconcileMachineMount`: a started machine must mount the recorded volume at `/root`; if not, stop
-    /// it, update its config with the mount, and wait for it to start again.
+    /// `reconcileMachineMount`: a started machine must mount the recorded volume at `/root`. A wrong path
+    /// is repaired as the original did (stop, update the mount, wait for it to start again); another
+    /// volume or none cannot be changed by an update ([`Session::settle_mounted_volume`]).
     pub(crate) fn repair_mount(
         &mut self,
         machine: &Machine,
@@ -858,12 +862,13 @@ impl Session<'_, '_> {
         let Some(config) = machine.config.clone() else {
             return Ok(());
         };
-        if config
-            .mounts
-            .iter()
-            .any(|m| m.volume == volume_id && m.path == VOLUME_MOUNT_PATH)
-        {
-            return Ok(());
+        match self.settle_mounted_volume(machine, reason)? {
+            MountCheck::Mounted | MountCheck::AdoptedMounted => return Ok(()),
+            MountCheck::Retired => {
+                let now = self.instances.now();
+                return self.commit(|r| mark_stopped(r, now));
+            }
+            MountCheck::WrongPath => {}
         }
         tracing::info!(tag = "reconcile", reason, action = "repair_mount", user_id = %self.user_id(),
             machine_id = %machine.id, volume_id = %volume_id);

@@ -544,7 +544,16 @@ impl<'a> Session<'_, 'a> {
         };
         let result = match machine.state {
             MachineState::Stopped | MachineState::Created => {
-                self.update_and_boot(machine_id, config, &machine.state)
+                match self.settle_mounted_volume(&machine, "start")? {
+                    MountCheck::Mounted | MountCheck::WrongPath => {
+                        self.update_and_boot(machine_id, config, &machine.state)
+                    }
+                    MountCheck::AdoptedMounted => {
+                        let config = self.build_config()?;
+                        self.update_and_boot(machine_id, config, &machine.state)
+                    }
+                    MountCheck::Retired => return self.create_machine(config),
+                }
             }
             MachineState::Suspended => match fly.start_machine(&app, machine_id) {
                 Ok(_) => self
@@ -609,6 +618,67 @@ impl<'a> Session<'_, 'a> {
             .map_err(|e| LifecycleError::fly("wait for started", e))
     }
 
+    /// Compares the machine's volume with the record's. Fly cannot change a machine's volume by an
+    /// update (fly-machines-api.md §2.6: destroy and recreate instead), so unlike the original, which
+    /// stopped the machine and then had its update refused (a running gateway left stopped), a machine
+    /// that mounts another volume is settled here: when its volume still exists, that is where the
+    /// user's data lives, so the record adopts it and keeps the volume it named as an orphan to delete;
+    /// a machine with no volume or a lost one can never get the user's, so it is retired (the caller
+    /// creates a new one, or records `stopped`).
+    pub(crate) fn settle_mounted_volume(
+        &mut self,
+        machine: &Machine,
+        reason: &'static str,
+    ) -> Result<MountCheck, LifecycleError> {
+        let Some(recorded) = self.record().fly_volume_id.clone() else {
+            return Ok(MountCheck::Mounted);
+        };
+        let mounted = machine
+            .config
+            .as_ref()
+            .and_then(|c| c.mounts.first())
+            .map(|m| (m.volume.clone(), m.path.clone()));
+        let other = match mounted {
+            Some((volume, path)) if volume == recorded => {
+                return Ok(if path == VOLUME_MOUNT_PATH {
+                    MountCheck::Mounted
+                } else {
+                    MountCheck::WrongPath
+                });
+            }
+            Some((volume, _)) => Some(volume),
+            None => None,
+        };
+        let app = self.app_name()?;
+        let adoptable = match &other {
+            Some(volume_id) => match self.instances.fly.get_volume(&app, volume_id) {
+                Ok(volume) if !volume.state.is_deleted() => Some(volume),
+                Ok(_) => None,
+                Err(error) if error.is_not_found() => None,
+                Err(error) => return Err(LifecycleError::fly("get volume", error)),
+            },
+            None => None,
+        };
+        if let Some(volume) = adoptable {
+            tracing::warn!(tag = "reconcile", reason, action = "adopt_mounted_volume", user_id = %self.user_id(),
+                machine_id = %machine.id, volume_id = %volume.id, orphaned_volume_id = %recorded);
+            return self
+                .commit(|r| {
+                    r.fly_volume_id = Some(volume.id.clone());
+                    r.fly_region = Some(volume.region.clone());
+                    r.orphaned_volume_ids.retain(|v| v != &volume.id);
+                    if !r.orphaned_volume_ids.contains(&recorded) {
+                        r.orphaned_volume_ids.push(recorded.clone());
+                    }
+                })
+                .map(|()| MountCheck::AdoptedMounted);
+        }
+        tracing::warn!(tag = "reconcile", reason, action = "retire_unmountable_machine", user_id = %self.user_id(),
+            machine_id = %machine.id, mounted_volume_id = ?other, volume_id = %recorded);
+        self.retire_machine(reason)?;
+        Ok(MountCheck::Retired)
+    }
+
     fn recreate_lost_machine(
         &mut self,
         machine_id: &str,
@@ -662,6 +732,19 @@ impl<'a> Session<'_, 'a> {
             other => other,
         }
     }
+}
+
+/// How a machine's volume compares with the record's, after [`Session::settle_mounted_volume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MountCheck {
+    /// It mounts the recorded volume at `/root` (or the record names no volume to compare with).
+    Mounted,
+    /// It mounts the recorded volume at another path: an update can fix that.
+    WrongPath,
+    /// It mounted another volume that exists; the record now names that one.
+    AdoptedMounted,
+    /// It mounted no volume or a lost one; it was retired and the record names no machine.
+    Retired,
 }
 
 /// How a stop ended.

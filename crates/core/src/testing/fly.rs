@@ -18,9 +18,10 @@ use super::Stall;
 use crate::fly::{
     AllocateIpRequest, App, AppList, CreateAppRequest, CreateAppResponse, CreateMachineRequest,
     CreateVolumeRequest, DeleteSecretResponse, ExecRequest, ExecResponse, FlyApi, FlyError,
-    IpAssignment, Machine, MachineListFilter, MachineState, OrgMachinePage, OrgMachineQuery,
-    SecretInfo, SetSecretResponse, StartMachineResponse, TransportError, TransportErrorKind,
-    UpdateMachineRequest, Volume, VolumeSnapshot, WaitRequest, WaitResponse, WaitState,
+    IpAssignment, Machine, MachineConfig, MachineListFilter, MachineMount, MachineState,
+    OrgMachinePage, OrgMachineQuery, SecretInfo, SetSecretResponse, StartMachineResponse,
+    TransportError, TransportErrorKind, UpdateMachineRequest, Volume, VolumeSnapshot, WaitRequest,
+    WaitResponse, WaitState,
 };
 
 /// Where a stalled Fly call waits (see [`FakeFly::stall_next`]).
@@ -255,6 +256,30 @@ impl FakeFly {
             machine.state = state;
         }
         self.lock().stamp_changes();
+    }
+
+    /// Replaces a machine's mounts behind the control plane's back (a drifted or foreign config).
+    /// Volumes follow: the machine's old one is detached, a new one attached.
+    pub fn set_machine_mounts(&self, app: &str, machine_id: &str, mounts: Vec<MachineMount>) {
+        let mut state = self.lock();
+        if let Some(fake) = state.apps.get_mut(app) {
+            for volume in fake.volumes.values_mut() {
+                if volume.attached_machine_id.as_deref() == Some(machine_id) {
+                    volume.attached_machine_id = None;
+                }
+                if mounts.iter().any(|m| m.volume == volume.id) {
+                    volume.attached_machine_id = Some(machine_id.to_owned());
+                }
+            }
+            if let Some(config) = fake
+                .machines
+                .get_mut(machine_id)
+                .and_then(|m| m.config.as_mut())
+            {
+                config.mounts = mounts;
+            }
+        }
+        state.stamp_changes();
     }
 
     /// Machines whose next start/update leaves them where they are (so a wait for `started` times out).
@@ -709,6 +734,17 @@ impl FlyApi for FakeFly {
             .machines
             .get_mut(machine_id)
             .ok_or_else(|| not_found(context, "machine"))?;
+        // As Fly (fly-machines-api.md §2.6) and the simulator: an update cannot swap the volume.
+        let volume_of = |config: &MachineConfig| config.mounts.first().map(|m| m.volume.clone());
+        if let Some(current) = &machine.config
+            && volume_of(current) != volume_of(&request.config)
+        {
+            return Err(status_error(
+                context,
+                400,
+                json!({"error": "the mounted volume cannot be changed by an update; destroy the machine and create a new one"}),
+            ));
+        }
         machine.config = Some(request.config.clone());
         let was_running = matches!(
             machine.state,

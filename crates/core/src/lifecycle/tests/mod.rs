@@ -1532,24 +1532,14 @@ fn reconcile_leaves_other_state_combinations_alone() {
 }
 
 #[test]
-fn reconcile_repairs_missing_root_mount() {
+fn reconcile_repairs_a_root_mount_at_the_wrong_path() {
     let world = World::new();
     let record = world.running();
     let id = record.fly_machine_id.clone().expect("id");
-    let mut machine = world.fly.machine(APP, &id).expect("machine");
-    let mut config = machine.config.take().expect("config");
-    config.mounts.clear();
-    world
-        .fly
-        .update_machine(
-            APP,
-            &id,
-            &crate::fly::UpdateMachineRequest {
-                config,
-                ..Default::default()
-            },
-        )
-        .expect("strip mount");
+    let volume = record.fly_volume_id.clone().expect("volume");
+    let mut drifted = crate::machine::mount(&volume);
+    drifted.path = "/data".into();
+    world.fly.set_machine_mounts(APP, &id, vec![drifted]);
     world
         .instances()
         .reconcile(USER, "alarm")
@@ -1560,13 +1550,124 @@ fn reconcile_repairs_missing_root_mount() {
         .expect("machine")
         .config
         .expect("config");
-    assert_eq!(repaired.mounts.len(), 1);
-    assert_eq!(
-        Some(repaired.mounts[0].volume.clone()),
-        record.fly_volume_id
-    );
-    assert_eq!(repaired.mounts[0].path, "/root");
+    assert_eq!(repaired.mounts, vec![crate::machine::mount(&volume)]);
     assert_eq!(world.machine_state(), MachineState::Started);
+    assert_eq!(world.record().status, Some(InstanceState::Running));
+}
+
+/// Fly refuses to change a machine's volume by an update (the original stopped the machine first, so
+/// its repair left a running gateway stopped; the chaos-convergence test found it). A machine that can
+/// never mount the user's volume is retired instead, and the next start creates one that does.
+#[test]
+fn a_started_machine_without_the_recorded_volume_is_retired_not_updated() {
+    let world = World::new();
+    let record = world.running();
+    let id = record.fly_machine_id.clone().expect("id");
+    let volume = record.fly_volume_id.clone().expect("volume");
+    world.fly.set_machine_mounts(APP, &id, vec![]);
+    world.fly.clear_calls();
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    assert_eq!(
+        world.fly.count(FlyCall::UpdateMachine),
+        0,
+        "no refused update"
+    );
+    assert_eq!(world.fly.count(FlyCall::StopMachine), 0);
+    assert!(
+        world
+            .fly
+            .machine(APP, &id)
+            .is_none_or(|m| m.state.is_gone())
+    );
+    let record = world.record();
+    assert_eq!(record.fly_machine_id, None);
+    assert_eq!(record.status, Some(InstanceState::Stopped));
+    assert_eq!(
+        record.fly_volume_id.as_deref(),
+        Some(volume.as_str()),
+        "the volume stays"
+    );
+
+    world.instances().start(USER).expect("start");
+    let record = world.record();
+    let machine = world
+        .fly
+        .machine(
+            APP,
+            record.fly_machine_id.as_deref().expect("a new machine"),
+        )
+        .expect("machine");
+    assert_eq!(
+        machine.config.expect("config").mounts,
+        vec![crate::machine::mount(&volume)]
+    );
+    assert_eq!(record.status, Some(InstanceState::Running));
+}
+
+#[test]
+fn a_started_machine_on_another_existing_volume_keeps_running_and_the_record_adopts_it() {
+    let world = World::new();
+    let record = world.running();
+    let id = record.fly_machine_id.clone().expect("id");
+    let recorded = record.fly_volume_id.clone().expect("volume");
+    let region = record.fly_region.clone().expect("region");
+    let other = world
+        .fly
+        .create_volume(APP, &crate::machine::volume_request(&record, &region, None))
+        .expect("another volume");
+    world
+        .fly
+        .set_machine_mounts(APP, &id, vec![crate::machine::mount(&other.id)]);
+    world.fly.clear_calls();
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    assert_eq!(world.fly.count(FlyCall::StopMachine), 0, "left running");
+    assert_eq!(world.machine_state(), MachineState::Started);
+    let record = world.record();
+    assert_eq!(record.fly_volume_id.as_deref(), Some(other.id.as_str()));
+    assert_eq!(record.orphaned_volume_ids, vec![recorded.clone()]);
+    assert_eq!(record.status, Some(InstanceState::Running));
+
+    world
+        .instances()
+        .reconcile(USER, "alarm")
+        .expect("reconcile");
+    assert!(world.record().orphaned_volume_ids.is_empty());
+    let volumes: Vec<String> = world.fly.volumes(APP).into_iter().map(|v| v.id).collect();
+    assert_eq!(volumes, vec![other.id], "the unused one is deleted");
+}
+
+#[test]
+fn a_start_of_a_machine_on_a_lost_volume_replaces_the_machine() {
+    let world = World::new();
+    let record = world.running();
+    let id = record.fly_machine_id.clone().expect("id");
+    let volume = record.fly_volume_id.clone().expect("volume");
+    world.instances().stop(USER).expect("stop");
+    world
+        .fly
+        .set_machine_mounts(APP, &id, vec![crate::machine::mount("vol_lost00000000")]);
+    world.instances().start(USER).expect("start");
+    let record = world.record();
+    let new_id = record.fly_machine_id.clone().expect("a machine");
+    assert_ne!(new_id, id, "replaced");
+    assert!(
+        world
+            .fly
+            .machine(APP, &id)
+            .is_none_or(|m| m.state.is_gone())
+    );
+    let machine = world.fly.machine(APP, &new_id).expect("machine");
+    assert_eq!(
+        machine.config.expect("config").mounts,
+        vec![crate::machine::mount(&volume)]
+    );
+    assert_eq!(record.status, Some(InstanceState::Running));
 }
 
 #[test]
