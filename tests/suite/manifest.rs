@@ -78,14 +78,17 @@ fn spin_toml_loads_in_our_host_and_wires_the_components() -> anyhow::Result<()> 
     };
     assert_eq!(http.route, Route::Path("/...".to_owned()));
     assert!(matches!(&http.target, HttpTarget::Component(id) if id == "router"));
-    let [cron] = manifest.cron_triggers.as_slice() else {
-        anyhow::bail!("expected one cron trigger")
+    // Two walkers a host: two triggers on one schedule.
+    let [first, second] = manifest.cron_triggers.as_slice() else {
+        anyhow::bail!("expected two cron triggers")
     };
-    assert_eq!(cron.component, "reconciler");
-    assert_eq!(
-        cron.expression, "0 * * * * *",
-        "every minute, seconds-first"
-    );
+    for cron in [first, second] {
+        assert_eq!(cron.component, "reconciler");
+        assert_eq!(
+            cron.expression, "0 * * * * *",
+            "every minute, seconds-first"
+        );
+    }
 
     for (parent, deps) in [
         ("router", &["auth", "instances"][..]),
