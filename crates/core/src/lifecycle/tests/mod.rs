@@ -1592,17 +1592,23 @@ fn a_started_machine_without_the_recorded_volume_is_retired_not_updated() {
     );
 
     world.instances().start(USER).expect("start");
+    assert_running_on_a_new_machine(&world, &id, &volume);
+}
+
+/// The record is running on a machine other than `retired` (which is gone), mounting `volume` at `/root`.
+fn assert_running_on_a_new_machine(world: &World, retired: &str, volume: &str) {
     let record = world.record();
-    let machine = world
+    let id = record.fly_machine_id.clone().expect("a machine");
+    assert_ne!(id, retired, "replaced");
+    let gone = world
         .fly
-        .machine(
-            APP,
-            record.fly_machine_id.as_deref().expect("a new machine"),
-        )
-        .expect("machine");
+        .machine(APP, retired)
+        .is_none_or(|m| m.state.is_gone());
+    assert!(gone, "the old machine is destroyed");
+    let machine = world.fly.machine(APP, &id).expect("machine");
     assert_eq!(
         machine.config.expect("config").mounts,
-        vec![crate::machine::mount(&volume)]
+        vec![crate::machine::mount(volume)]
     );
     assert_eq!(record.status, Some(InstanceState::Running));
 }
@@ -1653,21 +1659,7 @@ fn a_start_of_a_machine_on_a_lost_volume_replaces_the_machine() {
         .fly
         .set_machine_mounts(APP, &id, vec![crate::machine::mount("vol_lost00000000")]);
     world.instances().start(USER).expect("start");
-    let record = world.record();
-    let new_id = record.fly_machine_id.clone().expect("a machine");
-    assert_ne!(new_id, id, "replaced");
-    assert!(
-        world
-            .fly
-            .machine(APP, &id)
-            .is_none_or(|m| m.state.is_gone())
-    );
-    let machine = world.fly.machine(APP, &new_id).expect("machine");
-    assert_eq!(
-        machine.config.expect("config").mounts,
-        vec![crate::machine::mount(&volume)]
-    );
-    assert_eq!(record.status, Some(InstanceState::Running));
+    assert_running_on_a_new_machine(&world, &id, &volume);
 }
 
 #[test]

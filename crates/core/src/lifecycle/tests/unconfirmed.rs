@@ -126,14 +126,19 @@ fn a_fresh_volume_whose_create_answered_504_during_capacity_relocation_is_adopte
     assert_fly_matches_record(&world);
 }
 
-#[test]
-fn a_first_provision_whose_volume_create_answered_503_leaves_nothing_unwatched() {
-    let world = World::new();
+/// A first provision whose volume create Fly performed but answered 503.
+fn fail_a_first_provision_after_its_volume_was_made(world: &World) {
     world.fly.fail_next_after_effect(FlyCall::CreateVolume, 503);
     world
         .instances()
         .provision(USER, &config())
         .expect_err("the volume create answered 503");
+}
+
+#[test]
+fn a_first_provision_whose_volume_create_answered_503_leaves_nothing_unwatched() {
+    let world = World::new();
+    fail_a_first_provision_after_its_volume_was_made(&world);
     let record = world.record();
     assert_eq!(record.status, None, "not provisioned");
     assert!(record.needs_watch(), "but watched: {record:?}");
@@ -165,11 +170,7 @@ fn the_volume_of_a_failed_first_provision_that_fly_loses_is_forgotten_not_replac
     // The chaos-convergence test found it: a failed first provision's volume, settled into a record
     // that is not provisioned, was lost out of band and the record named it forever (nothing looked).
     let world = World::new();
-    world.fly.fail_next_after_effect(FlyCall::CreateVolume, 503);
-    world
-        .instances()
-        .provision(USER, &config())
-        .expect_err("the volume create answered 503");
+    fail_a_first_provision_after_its_volume_was_made(&world);
     world
         .instances()
         .reconcile(USER, "alarm")
