@@ -630,13 +630,15 @@ impl<'a> Session<'_, 'a> {
         machine: &Machine,
         reason: &'static str,
     ) -> Result<MountCheck, LifecycleError> {
-        let Some(recorded) = self.record().fly_volume_id.clone() else {
+        // Without a recorded volume or a config to compare there is nothing to settle.
+        let (Some(recorded), Some(config)) =
+            (self.record().fly_volume_id.clone(), machine.config.as_ref())
+        else {
             return Ok(MountCheck::Mounted);
         };
-        let mounted = machine
-            .config
-            .as_ref()
-            .and_then(|c| c.mounts.first())
+        let mounted = config
+            .mounts
+            .first()
             .map(|m| (m.volume.clone(), m.path.clone()));
         let other = match mounted {
             Some((volume, path)) if volume == recorded => {
@@ -737,7 +739,7 @@ impl<'a> Session<'_, 'a> {
 /// How a machine's volume compares with the record's, after [`Session::settle_mounted_volume`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MountCheck {
-    /// It mounts the recorded volume at `/root` (or the record names no volume to compare with).
+    /// It mounts the recorded volume at `/root` (or there is no recorded volume or config to compare).
     Mounted,
     /// It mounts the recorded volume at another path: an update can fix that.
     WrongPath,
