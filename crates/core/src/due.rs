@@ -52,9 +52,9 @@
 //!
 //! # Guarantees
 //!
-//! - Work sharing: k walkers (one per replica and tick, or k concurrent calls of the HTTP reconcile
-//!   route) hold k different shards at once, so they do about k times the work of one while there are at
-//!   least k shards with due entries. [`SHARDS`] is fixed: changing it would strand the entries of the
+//! - Work sharing: k walkers (one per cron trigger, replica and tick — spin.toml declares two triggers —
+//!   or k concurrent calls of the HTTP reconcile route) hold k different shards at once, so they do about
+//!   k times the work of one while there are at least k shards with due entries. [`SHARDS`] is fixed: changing it would strand the entries of the
 //!   shards that disappear until the sweep puts their instances back.
 //! - Scaling: one tick costs O(entries due) store calls for the index, never O(instances). With 100,000
 //!   instances at the idle cadence about 3,400 entries fall in a minute, about 210 a shard.
