@@ -648,11 +648,7 @@ impl Session<'_, '_> {
             }
             self.cleanup_orphans(reason)?;
             if let Err(error) = self.verify_recorded_volume(reason) {
-                note(&mut outcome, &error);
-                if let LifecycleError::Store(_) = error {
-                    return Err(error);
-                }
-                tracing::warn!(tag = "reconcile", reason, action = "volume_check_failed", user_id = %self.user_id(), error = %error);
+                self.absorb_check_failure(&mut outcome, error, reason, "volume_check_failed")?;
             }
             return Ok(outcome);
         }
@@ -675,11 +671,7 @@ impl Session<'_, '_> {
             Ok(bound) => volume_bound = bound,
             Err(error) => {
                 failed = true;
-                note(&mut outcome, &error);
-                if let LifecycleError::Store(_) = error {
-                    return Err(error);
-                }
-                tracing::warn!(tag = "reconcile", reason, action = "machine_check_failed", user_id = %self.user_id(), error = %error);
+                self.absorb_check_failure(&mut outcome, error, reason, "machine_check_failed")?;
             }
         }
         // A volume bound to a machine cannot be deleted (Fly refuses while it is attached), so a light
@@ -687,17 +679,30 @@ impl Session<'_, '_> {
         let skip_volume = volume_bound && depth != Depth::Full;
         if !skip_volume && let Err(error) = self.reconcile_volume(reason) {
             failed = true;
-            note(&mut outcome, &error);
-            if let LifecycleError::Store(_) = error {
-                return Err(error);
-            }
-            tracing::warn!(tag = "reconcile", reason, action = "volume_check_failed", user_id = %self.user_id(), error = %error);
+            self.absorb_check_failure(&mut outcome, error, reason, "volume_check_failed")?;
         }
         if depth == Depth::Full && !failed {
             self.commit(|r| r.last_full_check_at = Some(now))?;
         }
         outcome.status = self.record().status.map(|s| s.as_str().to_owned());
         Ok(outcome)
+    }
+
+    /// A failed step of a check: a store failure ends the check (returned); a Fly failure is noted in
+    /// the outcome (retry timing, rate limit) and logged as `action`, and the check goes on.
+    fn absorb_check_failure(
+        &self,
+        outcome: &mut ReconcileOutcome,
+        error: LifecycleError,
+        reason: &'static str,
+        action: &'static str,
+    ) -> Result<(), LifecycleError> {
+        note(outcome, &error);
+        if let LifecycleError::Store(_) = error {
+            return Err(error);
+        }
+        tracing::warn!(tag = "reconcile", reason, action, user_id = %self.user_id(), error = %error);
+        Ok(())
     }
 
     /// Checks the machine; returns whether it mounts the recorded volume (so the volume is bound and
@@ -853,15 +858,9 @@ impl Session<'_, '_> {
         machine: &Machine,
         reason: &'static str,
     ) -> Result<(), LifecycleError> {
-        let Some(volume_id) = self.record().fly_volume_id.clone() else {
-            return Ok(());
-        };
         if machine.state != MachineState::Started {
             return Ok(());
         }
-        let Some(config) = machine.config.clone() else {
-            return Ok(());
-        };
         match self.settle_mounted_volume(machine, reason)? {
             MountCheck::Mounted | MountCheck::AdoptedMounted => return Ok(()),
             MountCheck::Retired => {
@@ -870,10 +869,15 @@ impl Session<'_, '_> {
             }
             MountCheck::WrongPath => {}
         }
+        // A wrong path means there is a recorded volume and a config to compare.
+        let (Some(volume_id), Some(mut config)) =
+            (self.record().fly_volume_id.clone(), machine.config.clone())
+        else {
+            return Ok(());
+        };
         tracing::info!(tag = "reconcile", reason, action = "repair_mount", user_id = %self.user_id(),
             machine_id = %machine.id, volume_id = %volume_id);
         self.stop_machine_and_wait(&machine.id)?;
-        let mut config = config;
         config.mounts = vec![mount(&volume_id)];
         self.update_and_boot(&machine.id, config, &MachineState::Stopped)?;
         Ok(())
