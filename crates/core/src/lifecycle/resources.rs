@@ -9,7 +9,7 @@ use crate::fly::{
 };
 use crate::ids::{app_name_from_user_id, volume_name};
 use crate::machine::{
-    METADATA_USER_ID, VOLUME_MOUNT_PATH, deprioritize_region, machine_config, regions_for,
+    METADATA_USER_ID, VOLUME_MOUNT_PATH, deprioritize_region, machine_config, mount, regions_for,
     volume_request,
 };
 use crate::record::InstanceRecord;
@@ -544,16 +544,22 @@ impl<'a> Session<'_, 'a> {
         };
         let result = match machine.state {
             MachineState::Stopped | MachineState::Created => {
+                let mut config = config;
                 match self.settle_mounted_volume(&machine, "start")? {
-                    MountCheck::Mounted | MountCheck::WrongPath => {
-                        self.update_and_boot(machine_id, config, &machine.state)
-                    }
+                    MountCheck::Mounted | MountCheck::WrongPath => {}
+                    // The record now names the machine's own volume: only the mount changes.
                     MountCheck::AdoptedMounted => {
-                        let config = self.build_config()?;
-                        self.update_and_boot(machine_id, config, &machine.state)
+                        config.mounts = self
+                            .record()
+                            .fly_volume_id
+                            .as_deref()
+                            .map(mount)
+                            .into_iter()
+                            .collect();
                     }
                     MountCheck::Retired => return self.create_machine(config),
                 }
+                self.update_and_boot(machine_id, config, &machine.state)
             }
             MachineState::Suspended => match fly.start_machine(&app, machine_id) {
                 Ok(_) => self

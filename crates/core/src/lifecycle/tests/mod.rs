@@ -1649,6 +1649,42 @@ fn a_started_machine_on_another_existing_volume_keeps_running_and_the_record_ado
 }
 
 #[test]
+fn a_start_of_a_machine_on_another_existing_volume_boots_it_on_that_volume() {
+    let world = World::new();
+    let record = world.running();
+    let id = record.fly_machine_id.clone().expect("id");
+    let recorded = record.fly_volume_id.clone().expect("volume");
+    let region = record.fly_region.clone().expect("region");
+    world.instances().stop(USER).expect("stop");
+    let other = world
+        .fly
+        .create_volume(APP, &crate::machine::volume_request(&record, &region, None))
+        .expect("another volume");
+    world
+        .fly
+        .set_machine_mounts(APP, &id, vec![crate::machine::mount(&other.id)]);
+    world
+        .instances()
+        .start(USER)
+        .expect("start, with no refused update");
+    let record = world.record();
+    assert_eq!(
+        record.fly_machine_id.as_deref(),
+        Some(id.as_str()),
+        "the same machine"
+    );
+    assert_eq!(record.fly_volume_id.as_deref(), Some(other.id.as_str()));
+    assert_eq!(record.orphaned_volume_ids, vec![recorded]);
+    let machine = world.fly.machine(APP, &id).expect("machine");
+    assert_eq!(machine.state, MachineState::Started);
+    assert_eq!(
+        machine.config.expect("config").mounts,
+        vec![crate::machine::mount(&other.id)]
+    );
+    assert_eq!(record.status, Some(InstanceState::Running));
+}
+
+#[test]
 fn a_start_of_a_machine_on_a_lost_volume_replaces_the_machine() {
     let world = World::new();
     let record = world.running();
